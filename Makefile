@@ -1,0 +1,53 @@
+# The two commands of the README: `make demo` and `make test`. Both do the whole set-up first (apt packages,
+# the virtualenv, guest assets) and are quick when it is already done.
+
+SHELL := /bin/bash
+PYTHON_SYS ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+ISOLA := $(VENV)/bin/isola
+PYTEST_ARGS ?=
+
+# Debian packages the project needs on the host. Guest assets are *not* here: `isola assets fetch` downloads
+# those without installing them.
+APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
+	cpio iproute2 libseccomp2 util-linux
+
+.PHONY: all setup apt venv assets demo test lint clean
+
+all: setup
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "apt: installing" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: apt $(VENV)/.installed
+
+assets: venv
+	$(ISOLA) assets fetch --all
+
+setup: apt venv assets
+
+demo: setup
+	$(ISOLA) doctor
+	$(ISOLA) tour
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

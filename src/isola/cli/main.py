@@ -1,0 +1,46 @@
+"""Entry point of the `isola` command: the top-level group and the one place errors become exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from isola import __version__, errors
+from isola.cli.output import stderr
+
+
+class IsolaGroup(click.Group):
+    """A click group that turns `IsolaError` into one readable line and its exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.IsolaError as err:
+            stderr.print(f"[bold red]isola: error:[/] {err.message}", markup=True)
+            if err.hint:
+                stderr.print(f"[dim]hint: {err.hint}[/]", markup=True)
+            sys.exit(errors.exit_code(err))
+        except KeyboardInterrupt:
+            stderr.print("isola: interrupted")
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # a bug in isola: say so plainly, show the trace only when asked
+            if os.environ.get("ISOLA_DEBUG"):
+                traceback.print_exc()
+            stderr.print(f"isola: internal error: {type(exc).__name__}: {exc} (set ISOLA_DEBUG=1 for the traceback)")
+            sys.exit(os.EX_SOFTWARE)
+
+
+@click.group(cls=IsolaGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="isola")
+def cli() -> None:
+    """isola runs workloads at every rung of the isolation ladder: emulated, vm, container, metal."""
+
+
+def main() -> None:
+    cli()
