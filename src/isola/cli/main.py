@@ -27,6 +27,9 @@ class IsolaGroup(click.Group):
         except KeyboardInterrupt:
             stderr.print("isola: interrupted")
             sys.exit(130)
+        except BrokenPipeError:  # the reader (head, less) went away: not an error worth a word
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except Exception as exc:  # a bug in isola: say so plainly, show the trace only when asked
@@ -44,3 +47,16 @@ def cli() -> None:
 
 def main() -> None:
     cli()
+
+
+def _register() -> None:
+    # Imported here, after `cli` exists, so each noun's module stays independent of this one.
+    from isola.cli.assets import assets
+    from isola.cli.doctor import doctor
+    from isola.cli.tour import tour
+
+    for command in (doctor, tour, assets):
+        cli.add_command(command)
+
+
+_register()

@@ -30,9 +30,9 @@ def emit(data: Any, render: Callable[[Any], None], as_json: bool) -> None:
         render(data)
 
 
-def table(title: str | None, columns: list[str], rows: list[list[str]]) -> Table:
+def table(title: str | None, columns: list[str], rows: list[list[str]], header: bool = True) -> Table:
     """A plain rich table: the one look every listing in isola shares."""
-    t = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    t = Table(title=title, title_justify="left", show_edge=False, header_style="bold", show_header=header)
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:

@@ -1,0 +1,1 @@
+"""The KVM API through ctypes and fcntl.ioctl: ioctl numbers, structs, and the system/VM/vCPU file descriptors."""

@@ -1,0 +1,96 @@
+"""`isola doctor` on this very host, checked against independent readings of the same facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from isola.vmm.kvm import ioctls, system
+
+ISOLA = [sys.executable, "-m", "isola.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ISOLA, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    result = run("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def test_one_line_per_kind_and_mode(report):
+    got = [(k["kind"], k["mode"]) for k in report["kinds"]]
+    assert got == [("emulated", None), ("vm", "kernel"), ("vm", "process"), ("container", None), ("metal", None)]
+    for k in report["kinds"]:
+        assert k["status"] in {"usable", "usable with limits", "unusable"}
+        assert k["reason"] and "\n" not in k["reason"]
+
+
+def test_kvm_provider_matches_the_loaded_module(report):
+    loaded = [m for m in ("kvm_pvm", "kvm_intel", "kvm_amd") if Path("/sys/module", m).exists()]
+    if not loaded:
+        assert report["kvm"]["provider"] is None
+        return
+    assert report["kvm"]["provider"] == loaded[0]
+    if loaded[0] == "kvm_pvm":
+        kinds = {(k["kind"], k["mode"]): k["status"] for k in report["kinds"]}
+        assert kinds["vm", "kernel"] == "unusable"
+        assert kinds["vm", "process"] == "usable"
+        assert "5000x" in report["kvm"]["meaning"]
+
+
+def test_cgroup_mode_matches_the_mount_table(report):
+    fstypes = {line.split()[2] for line in Path("/proc/mounts").read_text().splitlines()}
+    v1, v2 = "cgroup" in fstypes, "cgroup2" in fstypes
+    expected = "hybrid" if v1 and v2 else "v1" if v1 else "v2" if v2 else "none"
+    assert report["cgroups"]["mode"] == expected
+    if v2 and report["cgroups"]["v2_mount"]:
+        controllers = Path(report["cgroups"]["v2_mount"], "cgroup.controllers").read_text().split()
+        assert sorted(controllers) == report["cgroups"]["v2_controllers"]
+
+
+def test_namespaces_are_really_tried(report):
+    if os.geteuid() != 0:
+        pytest.skip("needs root: unprivileged unshare of most namespaces fails by design")
+    for name in ("user", "pid", "net", "mnt", "uts", "ipc", "cgroup"):
+        present = Path("/proc/self/ns", name).exists()
+        assert report["namespaces"][name]["ok"] == present, report["namespaces"][name]
+
+
+def test_kvm_api_version_by_a_real_ioctl():
+    if not system.DEV_KVM.exists():
+        pytest.skip("no /dev/kvm on this host")
+    info = system.probe()
+    assert info.usable, info.problem
+    assert info.api_version == ioctls.KVM_API_VERSION
+    assert info.capabilities["user_memory"] == 1
+
+
+def test_table_output_names_the_provider_and_every_kind():
+    result = run("doctor")
+    assert result.returncode == 0, result.stderr
+    for word in ("kvm", "cgroups", "emulated", "vm (kernel)", "vm (process)", "container", "metal"):
+        assert word in result.stdout
+
+
+def test_tour_is_honest_about_missing_engines():
+    from isola.engine import ENGINES
+
+    result = run("tour", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {r["kind"] for r in rows} == {"emulated", "vm", "container", "metal"}
+    for r in rows:
+        assert (r["engine"] is not None) == (r["kind"] in ENGINES)
+        if r["engine"] is None:
+            assert r["tour"] == "no engine yet"
