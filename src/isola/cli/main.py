@@ -8,6 +8,7 @@ import traceback
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from isola import __version__, errors
 from isola.cli.output import stderr
@@ -20,9 +21,9 @@ class IsolaGroup(click.Group):
         try:
             return super().invoke(ctx)
         except errors.IsolaError as err:
-            stderr.print(f"[bold red]isola: error:[/] {err.message}", markup=True)
+            stderr.print(f"[bold red]isola: error:[/] {escape(err.message)}")
             if err.hint:
-                stderr.print(f"[dim]hint: {err.hint}[/]", markup=True)
+                stderr.print(f"[dim]hint: {escape(err.hint)}[/]")
             sys.exit(errors.exit_code(err))
         except KeyboardInterrupt:
             stderr.print("isola: interrupted")
@@ -53,9 +54,10 @@ def _register() -> None:
     # Imported here, after `cli` exists, so each noun's module stays independent of this one.
     from isola.cli.assets import assets
     from isola.cli.doctor import doctor
+    from isola.cli.initramfs import initramfs
     from isola.cli.tour import tour
 
-    for command in (doctor, tour, assets):
+    for command in (doctor, tour, assets, initramfs):
         cli.add_command(command)
 
 
