@@ -11,7 +11,8 @@ PYTEST_ARGS ?=
 # Debian packages the project needs on the host. Guest assets are *not* here: `isola assets fetch` downloads
 # those without installing them.
 APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
-	cpio iproute2 libseccomp2 util-linux
+	cpio iproute2 libseccomp2 util-linux \
+	binutils-riscv64-linux-gnu
 
 .PHONY: all setup apt venv assets demo test lint clean
 
