@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # those without installing them.
 APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
 	cpio iproute2 libseccomp2 util-linux \
-	binutils-riscv64-linux-gnu
+	binutils-riscv64-linux-gnu gcc libc6-dev
 
 .PHONY: all setup apt venv assets demo test lint clean
 
