@@ -1,0 +1,57 @@
+"""Source fragments shared by the integer and floating-point templates of the block translator.
+
+Registers are read as `x[r]` (x0 as the literal 0); a memory access computes its address into the local `a`,
+which the run loop reads back from the frame when the access traps.
+"""
+
+from __future__ import annotations
+
+from isola.emu.isa import Insn
+
+M = "0xffffffffffffffff"
+S = "0x8000000000000000"
+MASK = (1 << 64) - 1
+SIGN = 1 << 63
+
+
+def xr(r: int) -> str:
+    """Source for reading integer register r (x0 reads as the literal 0)."""
+    return f"x[{r}]" if r else "0"
+
+
+def signed(r: int) -> str:
+    """Source for register r biased so that unsigned comparison orders it as a signed value."""
+    return f"(x[{r}] ^ {S})" if r else S
+
+
+def sx32(expr: str) -> str:
+    """Source sign-extending the low 32 bits of `expr` into an unsigned 64-bit value."""
+    return f"((({expr}) & 0xffffffff ^ 0x80000000) - 0x80000000) & {M}"
+
+
+def s32(r: int) -> str:
+    """Source for the low 32 bits of register r as a signed Python int."""
+    return f"((x[{r}] & 0xffffffff ^ 0x80000000) - 0x80000000)" if r else "0"
+
+
+def addr(insn: Insn) -> str:
+    if insn.rs1 == 0:
+        return f"a = {insn.imm & MASK}"
+    return f"a = x[{insn.rs1}]" if insn.imm == 0 else f"a = (x[{insn.rs1}] + {insn.imm}) & {M}"
+
+
+def store_lines(width: int, value: str) -> list[str]:
+    """A guest store of `value` (already reduced to `width` bytes) at local `a`."""
+    fast = f"MEM[a] = {value}" if width == 1 else f"ST{width}(MEM, a, {value})"
+    return [f"if W[a >> 12]: {fast}", f"else: WSLOW(a, {width}, {value})"]
+
+
+def load_expr(fmt: str, is_signed: bool) -> str:
+    value = f"LD['{fmt}'](MEM, a)[0]"
+    if is_signed:
+        value += f" & {M}"
+    return f"{value} if R[a >> 12] else RFAULT(a)"
+
+
+def setx(rd: int, expr: str) -> list[str]:
+    return [f"x[{rd}] = {expr}"] if rd else []

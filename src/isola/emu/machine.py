@@ -1,0 +1,214 @@
+"""The emulated hart's run loop: look up (or translate) the block at pc, call it, repeat.
+
+The loop does nothing per instruction and little per block: a dict lookup, a call, an add, and a poll of
+the "something is pending" flag that the Linux personality raises for signals. Everything exceptional
+arrives as a Python exception out of a block and is turned into a precise trap here: the traceback gives
+the line of the generated source, the block's line table gives the guest instruction, so the pc, the
+faulting address (the block's local `a`) and the exact instruction count are all recovered after the fact.
+"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from isola.emu import fpgen, ops
+from isola.emu.cpu import Cpu
+from isola.emu.isa import IllegalInstruction
+from isola.emu.memory import FlatMemory
+from isola.emu.softfloat import unbox32
+from isola.emu.translate import Block, Translator
+from isola.linux.guest import GuestFault
+
+# CSR numbers of the user-level registers (Zicsr, F/D, Zicntr)
+CSR_FFLAGS, CSR_FRM, CSR_FCSR = 0x001, 0x002, 0x003
+CSR_CYCLE, CSR_TIME, CSR_INSTRET = 0xC00, 0xC01, 0xC02
+TIMEBASE_HZ = 10_000_000  # what Linux on QEMU's virt board reports; rdtime counts at this rate
+
+
+class CodeChanged(Exception):
+    """A store landed on a page holding translated code; the current block may be stale."""
+
+
+class Misaligned(Exception):
+    def __init__(self, addr: int) -> None:
+        super().__init__(f"misaligned atomic access at {addr:#x}")
+        self.addr = addr
+
+
+class Breakpoint(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Trap:
+    """A synchronous trap, located: what kind, at which guest pc, touching which address."""
+
+    signo: int
+    pc: int
+    addr: int
+    reason: str
+
+
+class Machine:
+    """One RV64GC hart over a FlatMemory. `syscall` serves ecall (it reads a7/a0-a5 from the CPU and
+    returns the value for a0); `pending` is polled between blocks (a list so the personality can set it)."""
+
+    def __init__(
+        self,
+        mem: FlatMemory,
+        syscall: Callable[[Cpu], int],
+        pending: list[bool] | None = None,
+    ) -> None:
+        self.mem = mem
+        self.cpu = Cpu()
+        self.syscall = syscall
+        self.pending = pending if pending is not None else [False]
+        self.start_ns = time.monotonic_ns()
+        self.translator = Translator(mem, self._runtime())
+
+    # -- helpers the generated code calls -------------------------------------------------------------------
+
+    def _runtime(self) -> dict[str, Any]:
+        cpu_ref = self  # closures below read self.cpu, which execve replaces
+
+        def syscall() -> int:
+            return self.syscall(cpu_ref.cpu)
+
+        def rfault(a: int) -> int:
+            raise GuestFault(a, "r")
+
+        def wslow(a: int, width: int, value: int) -> None:
+            code_before = self.mem.code[a >> 12] or self.mem.code[(a + width - 1) >> 12]
+            self.mem.store_slow(a, value.to_bytes(width, "little"))
+            if code_before:
+                raise CodeChanged()
+
+        def misaligned(a: int) -> None:
+            raise Misaligned(a)
+
+        def breakpoint_(pc: int) -> None:
+            raise Breakpoint()
+
+        def fence_i() -> None:
+            self.translator.flush()
+
+        def rm() -> int:
+            frm = cpu_ref.cpu.frm
+            if frm > 4:
+                raise IllegalInstruction(0, 0, 4)  # pc and word are filled in from the traceback
+            return frm
+
+        return {
+            "SYSCALL": syscall,
+            "RFAULT": rfault,
+            "WSLOW": wslow,
+            "MISALIGNED": misaligned,
+            "BREAKPOINT": breakpoint_,
+            "FENCE_I": fence_i,
+            "CSR": self.csr,
+            "RM": rm,
+            "UNBOX": unbox32,
+            **{f"OPS_{name}": getattr(ops, name) for name in (
+                "mulh", "mulhsu", "mulhu", "div", "divu", "rem", "remu", "divw", "divuw", "remw", "remuw")},
+            **fpgen.namespace(),
+        }  # fmt: skip
+
+    def csr(self, number: int, op: str, value: int, writes: bool) -> int:
+        """csrrw/csrrs/csrrc on the user-level CSRs; anything else is an illegal instruction."""
+        cpu = self.cpu
+        if number == CSR_FFLAGS:
+            old = cpu.fflags
+        elif number == CSR_FRM:
+            old = cpu.frm
+        elif number == CSR_FCSR:
+            old = cpu.fcsr
+        elif number in (CSR_CYCLE, CSR_INSTRET):
+            old = cpu.instret
+        elif number == CSR_TIME:
+            old = (time.monotonic_ns() - self.start_ns) * TIMEBASE_HZ // 1_000_000_000
+        else:
+            raise IllegalInstruction(0, 0, 4)
+        if writes:
+            if number in (CSR_CYCLE, CSR_TIME, CSR_INSTRET):
+                raise IllegalInstruction(0, 0, 4)  # read-only counters
+            new = value if op == "w" else (old | value) if op == "s" else (old & ~value)
+            if number == CSR_FFLAGS:
+                cpu.fflags = new & 0x1F
+            elif number == CSR_FRM:
+                cpu.frm = new & 7
+            else:
+                cpu.fcsr = new & 0xFF
+        return old
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until a trap (returned as an exception for the caller to handle: Trap objects come from
+        `trap_of`) or until `pending` is raised. Returns normally only when `pending` is set."""
+        cache = self.translator.cache
+        translate = self.translator.translate
+        cpu = self.cpu
+        x, f = cpu.x, cpu.f
+        pending = self.pending
+        pc = cpu.pc
+        n = 0
+        blk: Block | None = None
+        try:
+            while not pending[0]:
+                blk = cache.get(pc)
+                if blk is None:
+                    blk = None
+                    blk = translate(pc)
+                pc = blk.fn(x, f, cpu)
+                n += blk.n
+        except BaseException as exc:
+            cpu.instret += n
+            n = 0
+            self._locate(exc, blk, pc)
+            raise
+        finally:
+            cpu.instret += n
+            cpu.pc = pc
+
+    def _locate(self, exc: BaseException, blk: Block | None, pc: int) -> None:
+        """Point cpu.pc at the instruction that raised `exc` and count what ran of its block."""
+        tb: TracebackType | None = exc.__traceback__
+        frame_tb = None
+        while tb is not None:
+            if blk is not None and tb.tb_frame.f_code is blk.code:
+                frame_tb = tb
+            tb = tb.tb_next
+        if blk is None or frame_tb is None:
+            self.cpu.pc = pc  # raised outside a block: translating the block at pc
+            return
+        index = blk.index_of_line(frame_tb.tb_lineno)
+        loops = frame_tb.tb_frame.f_locals.get("k", 0) if blk.loop else 0
+        done = loops * blk.n + index
+        if isinstance(exc, CodeChanged):  # the store itself completed
+            done += 1
+            index += 1
+        self.cpu.instret += done
+        self.cpu.pc = blk.pcs[index] if index < blk.n else blk.end
+        exc.guest_addr = frame_tb.tb_frame.f_locals.get("a")  # type: ignore[attr-defined]
+
+    def trap_of(self, exc: BaseException) -> Trap | None:
+        """The guest-visible trap an exception from `run()` stands for, or None if it is not one."""
+        pc = self.cpu.pc
+        addr = getattr(exc, "guest_addr", None)
+        if isinstance(exc, GuestFault):
+            return Trap(signal.SIGSEGV, pc, exc.addr, f"{exc.access} fault")
+        if isinstance(exc, (IndexError, struct.error)):
+            return Trap(signal.SIGSEGV, pc, addr if addr is not None else 0, "address outside guest memory")
+        if isinstance(exc, IllegalInstruction):
+            return Trap(signal.SIGILL, pc, pc, "illegal instruction")
+        if isinstance(exc, Misaligned):
+            return Trap(signal.SIGBUS, pc, exc.addr, "misaligned atomic")
+        if isinstance(exc, Breakpoint):
+            return Trap(signal.SIGTRAP, pc, pc, "ebreak")
+        return None
