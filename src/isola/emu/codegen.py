@@ -47,7 +47,7 @@ def store_lines(width: int, value: str) -> list[str]:
 
 
 def load_expr(fmt: str, is_signed: bool) -> str:
-    value = f"LD['{fmt}'](MEM, a)[0]"
+    value = f"LD_{fmt[1]}(MEM, a)[0]"
     if is_signed:
         value += f" & {M}"
     return f"{value} if R[a >> 12] else RFAULT(a)"

@@ -48,10 +48,11 @@ def _xdst(rd: int, value: str) -> str:
 
 def _arith(pc: int, i: Insn, nxt: int) -> list[str]:
     op, w = i.mnemonic.split(".")
-    fn = f"F{'32' if w == 's' else '64'}_{op[1:].upper()}"
+    fused = op in ("fmadd", "fmsub", "fnmsub", "fnmadd")
+    fn = f"F{'32' if w == 's' else '64'}_{(op if fused else op[1:]).upper()}"
     if op == "fsqrt":
         call = f"{fn}({_src(w, i.rs1)}, {_rm(i)})"
-    elif op in ("fmadd", "fmsub", "fnmsub", "fnmadd"):
+    elif fused:
         call = f"{fn}({_src(w, i.rs1)}, {_src(w, i.rs2)}, {_src(w, i.rs3)}, {_rm(i)})"
     else:
         call = f"{fn}({_src(w, i.rs1)}, {_src(w, i.rs2)}, {_rm(i)})"

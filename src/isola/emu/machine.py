@@ -45,6 +45,11 @@ class Breakpoint(Exception):
     pass
 
 
+# Exceptions that mean "this instruction did not complete" (everything else raised in a block comes from a
+# syscall, after the ecall completed).
+TRAPS = (GuestFault, IndexError, struct.error, IllegalInstruction, Misaligned, Breakpoint)
+
+
 @dataclass(frozen=True)
 class Trap:
     """A synchronous trap, located: what kind, at which guest pc, touching which address."""
@@ -163,7 +168,6 @@ class Machine:
             while not pending[0]:
                 blk = cache.get(pc)
                 if blk is None:
-                    blk = None
                     blk = translate(pc)
                 pc = blk.fn(x, f, cpu)
                 n += blk.n
@@ -187,15 +191,19 @@ class Machine:
         if blk is None or frame_tb is None:
             self.cpu.pc = pc  # raised outside a block: translating the block at pc
             return
+        frame_locals = frame_tb.tb_frame.f_locals
+        for name, value in frame_locals.items():  # registers the block held in locals (see translate.py)
+            if name[0] in "rf" and name[1:].isdigit():
+                (self.cpu.x if name[0] == "r" else self.cpu.f)[int(name[1:])] = value
         index = blk.index_of_line(frame_tb.tb_lineno)
-        loops = frame_tb.tb_frame.f_locals.get("k", 0) if blk.loop else 0
-        done = loops * blk.n + index
-        if isinstance(exc, CodeChanged):  # the store itself completed
-            done += 1
+        loops = frame_locals.get("k", 0) if blk.loop_len else 0
+        done = loops * blk.loop_len + index
+        if isinstance(exc, CodeChanged) or not isinstance(exc, TRAPS):
+            done += 1  # the instruction completed: a store that hit code, or an ecall whose syscall ended the run
             index += 1
         self.cpu.instret += done
         self.cpu.pc = blk.pcs[index] if index < blk.n else blk.end
-        exc.guest_addr = frame_tb.tb_frame.f_locals.get("a")  # type: ignore[attr-defined]
+        exc.guest_addr = frame_locals.get("a")  # type: ignore[attr-defined]
 
     def trap_of(self, exc: BaseException) -> Trap | None:
         """The guest-visible trap an exception from `run()` stands for, or None if it is not one."""

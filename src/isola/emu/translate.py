@@ -15,6 +15,7 @@ trapped (`Block.index_of_line`), so the fast path carries no pc bookkeeping at a
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Callable
@@ -26,12 +27,29 @@ from isola.emu.fpgen import FP_EMITTERS
 from isola.emu.isa import IllegalInstruction, Insn, decode_at
 from isola.emu.memory import FlatMemory
 from isola.emu.ops import amo_ops
-from isola.linux.guest import PAGE_SHIFT
+from isola.linux.guest import PAGE_SHIFT, GuestFault
 
 MAX_BLOCK = 96
 LOOP_BUDGET = 50_000  # iterations of a folded loop between returns to the run loop
 
-TERMINAL = frozenset({"beq", "bne", "blt", "bge", "bltu", "bgeu", "jal", "jalr", "ecall", "ebreak", "fence.i"})
+INT_REG = re.compile(r"\bx\[(\d+)\]")
+FP_REG = re.compile(r"\bf\[(\d+)\]")
+LOCAL_REG = re.compile(r"\b[rf]\d+\b")
+ASSIGNED_REG = re.compile(r"\s*([rf]\d+) = ")
+
+
+def _reg_order(name: str) -> tuple[str, int]:
+    return name[0], int(name[1:])
+
+
+def _reg_list(name: str) -> str:
+    """`r5` -> `x[5]`, `f3` -> `f[3]`: the list slot a local stands for."""
+    return f"{'x' if name[0] == 'r' else 'f'}[{name[1:]}]"
+
+
+ENDS_BLOCK = frozenset({"jalr", "ecall", "ebreak", "fence.i"})
+BACK_EDGES = frozenset({"beq", "bne", "blt", "bge", "bltu", "bgeu", "jal"})
+NO_LOOP = frozenset({"csrrw", "csrrs", "csrrc", "csrrwi", "csrrsi", "csrrci"})
 BRANCH_COND = {
     "beq": "{a} == {b}",
     "bne": "{a} != {b}",
@@ -60,7 +78,7 @@ class Block:
     code: Any
     lines: list[int]
     first_line: int
-    loop: bool
+    loop_len: int  # instructions per iteration of the folded loop, 0 if the block has none
     pages: tuple[int, ...]
     source: str = field(repr=False, default="")
 
@@ -88,7 +106,7 @@ class Translator:
             "MEM": mem.buf,
             "R": mem.readable,
             "W": mem.fast_write,
-            "LD": {fmt: struct.Struct(fmt).unpack_from for fmt in ("<b", "<h", "<i", "<Q", "<B", "<H", "<I")},
+            **{f"LD_{fmt[1]}": struct.Struct(fmt).unpack_from for fmt in ("<b", "<h", "<i", "<Q", "<B", "<H", "<I")},
             **{f"ST{w}": struct.Struct(fmt).pack_into for w, fmt in STORE_FMT.items()},
             **runtime,
         }
@@ -119,60 +137,63 @@ class Translator:
         return int.from_bytes(self.mem.buf[pc : pc + 2], "little")
 
     def _decode_block(self, start: int) -> list[tuple[int, Insn]]:
+        """The instructions of the block at `start`, in execution order. The block runs on past conditional
+        branches (side exits) and follows direct jumps and calls, and ends at an indirect jump, a system
+        instruction, a jump back into itself, an undecodable or unfetchable instruction, or MAX_BLOCK."""
         insns: list[tuple[int, Insn]] = []
+        seen: set[int] = set()
         pc = start
-        page_end = ((start >> PAGE_SHIFT) + 1) << PAGE_SHIFT
-        while len(insns) < MAX_BLOCK:
+        while len(insns) < MAX_BLOCK and pc not in seen:
             try:
                 insn = decode_at(self._fetch16, pc)
-            except IllegalInstruction:
+            except (IllegalInstruction, GuestFault):
                 if not insns:
                     raise
-                break  # let the block end before it; it traps when reached
-            if (insn.rm == 7 and insn.mnemonic[0] == "f") or insn.mnemonic.startswith("csr"):
-                pass
+                break  # end the block before it: it traps when (and if) execution gets there
             insns.append((pc, insn))
-            pc += insn.length
-            if insn.mnemonic in TERMINAL or pc >= page_end:
+            seen.add(pc)
+            if insn.mnemonic in ENDS_BLOCK:
                 break
+            if insn.mnemonic == "jal":
+                target = (pc + insn.imm) & MASK
+                if target in seen:
+                    break  # a loop back-edge, or a jump into the block: it leaves the block
+                pc = target
+            else:
+                pc += insn.length
         return insns
 
     def translate(self, start: int) -> Block:
         t0 = time.perf_counter()
         insns = self._decode_block(start)
-        last_pc, last = insns[-1]
-        loops = (
-            last.mnemonic in BRANCH_COND
-            and (last_pc + last.imm) & MASK == start
-            and not any(i.mnemonic.startswith("csr") for _, i in insns)
+        n = len(insns)
+        back_edge = next(
+            (j for j, (pc, i) in enumerate(insns) if i.mnemonic in BACK_EDGES and (pc + i.imm) & MASK == start), None
         )
-        body: list[tuple[int, str]] = []  # (instruction index, line)
-        for idx, (pc, insn) in enumerate(insns):
-            body += [(idx, line) for line in self._emit(pc, insn, loop_start=start if loops else None)]
-        if insns[-1][1].mnemonic not in TERMINAL:
-            body.append((len(insns) - 1, f"return {insns[-1][0] + insns[-1][1].length}"))
-        if loops:  # the loop exit counts whole iterations: the block's length is known only now
-            body = [(idx, line.replace("{N}", str(len(insns)))) for idx, line in body]
-        src, lines = self._assemble(start, body, loops, len(insns), last_pc + last.length)
+        if back_edge is not None and any(i.mnemonic in NO_LOOP for _, i in insns[: back_edge + 1]):
+            back_edge = None  # the loop reads counters: run it one pass at a time
+        gen = _BlockSource(insns, back_edge)
+        src, lines = gen.source(start)
         code = compile(src, f"<guest {start:#x}>", "exec")
         ns: dict[str, Any] = {}
         exec(code, self.namespace, ns)
         fn = ns["block"]
-        pages = tuple(sorted({pc >> PAGE_SHIFT for pc, _ in insns} | {(last_pc + last.length - 1) >> PAGE_SHIFT}))
+        last_pc, last = insns[-1]
+        pages = {pc >> PAGE_SHIFT for pc, _ in insns} | {(pc + i.length - 1) >> PAGE_SHIFT for pc, i in insns}
         blk = Block(
-            start,
-            last_pc + last.length,
-            len(insns),
-            [pc for pc, _ in insns],
-            fn,
-            fn.__code__,
-            lines,
-            2,
-            loops,
-            pages,
-            src,
+            start=start,
+            end=last_pc + last.length,
+            n=n,
+            pcs=[pc for pc, _ in insns],
+            fn=fn,
+            code=fn.__code__,
+            lines=lines,
+            first_line=2,
+            loop_len=0 if back_edge is None else back_edge + 1,
+            pages=tuple(sorted(pages)),
+            source=src,
         )
-        for p in pages:
+        for p in blk.pages:
             self.by_page.setdefault(p, []).append(start)
             self.mem.mark_code(p)
         self.cache[start] = blk
@@ -180,54 +201,113 @@ class Translator:
         self.stats.translate_s += time.perf_counter() - t0
         return blk
 
-    @staticmethod
-    def _assemble(
-        start: int, body: list[tuple[int, str]], loop: bool, n: int, fallthrough: int
-    ) -> tuple[str, list[int]]:
+
+class _BlockSource:
+    """The Python source of one block.
+
+    Guest registers live in Python locals inside the block (`r5` for x5, `f3` for f3): a prologue loads every
+    register the block mentions, each exit writes back the ones it assigns. A trap skips the write-back; the
+    run loop copies the trapping frame's locals back instead, so the fast path pays nothing for precision.
+
+    Instruction counting: the run loop adds `n` whenever a block returns, so every exit that ran a different
+    number of instructions corrects `cpu.instret` itself: at an exit after instruction `idx`, `k` iterations
+    of the folded loop (`L` instructions each) plus `idx + 1` instructions have run.
+    """
+
+    WRITEBACK = "@writeback"
+
+    def __init__(self, insns: list[tuple[int, Insn]], back_edge: int | None) -> None:
+        self.insns = insns
+        self.n = len(insns)
+        self.back_edge = back_edge
+        self.loop_len = 0 if back_edge is None else back_edge + 1
+
+    def count(self, idx: int) -> list[str]:
+        """The correction of `cpu.instret` for leaving the block after instruction `idx`."""
+        terms = [f"k * {self.loop_len}"] if self.loop_len else []
+        if idx + 1 != self.n:
+            terms.append(str(idx + 1 - self.n))
+        return [f"cpu.instret += {' + '.join(terms)}"] if terms else []
+
+    def exit(self, idx: int, target: str) -> list[str]:
+        return [*self.count(idx), self.WRITEBACK, f"return {target}"]
+
+    def source(self, start: int) -> tuple[str, list[int]]:
+        body: list[tuple[int, str]] = []  # (instruction index, line with indentation)
+        for idx, (pc, insn) in enumerate(self.insns):
+            indent = "        " if self.back_edge is not None and idx <= self.back_edge else "    "
+            body += [(idx, indent + line) for line in self.instruction(idx, pc, insn)]
+        used = sorted({m.group(0) for _, line in body for m in LOCAL_REG.finditer(line)}, key=_reg_order)
+        written = sorted({m.group(1) for _, line in body if (m := ASSIGNED_REG.match(line))}, key=_reg_order)
         out = [f"def block(x, f, cpu):  # {start:#x}"]
         lines = [0]
-        indent = "    "
-        if loop:
-            out += [f"{indent}k = 0", f"{indent}while True:"]
+        for reg in used:
+            out.append(f"    {reg} = {_reg_list(reg)}")
+            lines.append(0)
+        if self.loop_len:
+            out += ["    k = 0", "    while True:"]
             lines += [0, 0]
-            indent += "    "
         for idx, line in body:
-            out.append(indent + line)
-            lines.append(idx)
-        if loop:
-            out += [f"    cpu.instret += k * {n}", f"    return {fallthrough}"]
-            lines += [n - 1, n - 1]
+            if line.strip() == self.WRITEBACK:
+                indent = line[: len(line) - len(line.lstrip())]
+                for reg in written:
+                    out.append(f"{indent}{_reg_list(reg)} = {reg}")
+                    lines.append(idx)
+            else:
+                out.append(line)
+                lines.append(idx)
         return "\n".join(out) + "\n", lines
 
-    # -- emitters ------------------------------------------------------------------------------------------
+    @staticmethod
+    def localize(lines: list[str]) -> list[str]:
+        """Rewrite register list accesses (`x[5]`, `f[3]`) into the block's locals (`r5`, `f3`)."""
+        return [FP_REG.sub(r"f\1", INT_REG.sub(r"r\1", line)) for line in lines]
 
-    def _emit(self, pc: int, insn: Insn, loop_start: int | None) -> list[str]:
+    def instruction(self, idx: int, pc: int, insn: Insn) -> list[str]:
+        if insn.mnemonic == "ecall":
+            return self.control(idx, pc, insn)
+        return self.localize(self.control(idx, pc, insn))
+
+    def control(self, idx: int, pc: int, insn: Insn) -> list[str]:
         mn = insn.mnemonic
         nxt = pc + insn.length
+        last = idx == self.n - 1
+        if idx == self.back_edge:
+            return self.loop_back(idx, insn)
         if mn in BRANCH_COND:
-            return self._branch(pc, insn, nxt, loop_start)
+            cond = BRANCH_COND[mn].format(a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2))
+            side = [f"if {cond}:", *("    " + s for s in self.exit(idx, str((pc + insn.imm) & MASK)))]
+            return side + (self.exit(idx, str(nxt)) if last else [])
+        if mn == "jal":
+            link = setx(insn.rd, str(nxt))
+            return link + (self.exit(idx, str((pc + insn.imm) & MASK)) if last else [])
+        if mn == "jalr":
+            base = xr(insn.rs1)
+            target = f"({base} + {insn.imm}) & 0xfffffffffffffffe" if insn.imm else f"{base} & 0xfffffffffffffffe"
+            return [f"t = {target}", *setx(insn.rd, str(nxt)), *self.exit(idx, "t")]
+        if mn == "ecall":  # the kernel reads and writes the register lists: write back first, not after
+            return [self.WRITEBACK, f"cpu.pc = {pc}", "x[10] = SYSCALL()", *self.count(idx), f"return {nxt}"]
+        if mn == "fence.i":
+            return ["FENCE_I()", *self.exit(idx, str(nxt))]
+        if mn == "ebreak":
+            return [f"BREAKPOINT({pc})"]
         emitter = _EMITTERS.get(mn) or FP_EMITTERS.get(mn)
         if emitter is None:
-            raise IllegalInstruction(pc, insn.raw, insn.length)
-        return emitter(pc, insn, nxt)
+            raise IllegalInstruction(pc, insn.raw, insn.length)  # decodable, but not in user mode (mret, wfi…)
+        return emitter(pc, insn, nxt) + (self.exit(idx, str(nxt)) if last else [])
 
-    @staticmethod
-    def _branch(pc: int, insn: Insn, nxt: int, loop_start: int | None) -> list[str]:
+    def loop_back(self, idx: int, insn: Insn) -> list[str]:
+        """The first jump back to the block's start: go round again, within the budget."""
+        pc = self.insns[idx][0]
+        # Out of budget: k already counts this iteration, so nothing of a partial one is added (idx -1).
+        again = ["k += 1", f"if k < {LOOP_BUDGET}: continue", *self.exit(-1, str((pc + insn.imm) & MASK))]
+        if insn.mnemonic == "jal":
+            return [*setx(insn.rd, str(pc + insn.length)), *again]
         cond = BRANCH_COND[insn.mnemonic].format(
             a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2)
         )
-        target = (pc + insn.imm) & MASK
-        if loop_start is None:
-            return [f"if {cond}: return {target}", f"return {nxt}"]
-        # Folded self-loop: a taken branch goes round again, within the budget.
-        return [
-            f"if {cond}:",
-            "    k += 1",
-            f"    if k < {LOOP_BUDGET}: continue",
-            "    cpu.instret += k * {N}",
-            f"    return {target}",
-            "break",
-        ]
+        fallthrough = self.exit(idx, str(pc + insn.length)) if idx == self.n - 1 else []
+        return [f"if {cond}:", *("    " + s for s in again), "break", *fallthrough]
 
 
 def _alu_imm(pc: int, i: Insn, nxt: int) -> list[str]:
@@ -276,6 +356,10 @@ def _alu(pc: int, i: Insn, nxt: int) -> list[str]:
         "mul": f"({a} * {b}) & {M}",
         "mulw": sx32(f"{a} * {b}"),
     }
+    if a == "0" and i.mnemonic in ("add", "or", "xor"):  # mv and friends: c.mv expands to add rd, x0, rs
+        return setx(i.rd, b)
+    if b == "0" and i.mnemonic in ("add", "sub", "or", "xor"):
+        return setx(i.rd, a)
     if i.mnemonic in exprs:
         return setx(i.rd, exprs[i.mnemonic])
     # mulh, mulhsu, mulhu, div, divu, rem, remu and their *w forms: helpers in ops.py
@@ -301,29 +385,8 @@ def _store(pc: int, i: Insn, nxt: int) -> list[str]:
     return [addr(i), *store_lines(width, value)]
 
 
-def _jal(pc: int, i: Insn, nxt: int) -> list[str]:
-    return [*setx(i.rd, str(nxt)), f"return {(pc + i.imm) & MASK}"]
-
-
-def _jalr(pc: int, i: Insn, nxt: int) -> list[str]:
-    target = f"({xr(i.rs1)} + {i.imm}) & 0xfffffffffffffffe" if i.imm else f"{xr(i.rs1)} & 0xfffffffffffffffe"
-    return [f"t = {target}", *setx(i.rd, str(nxt)), "return t"]
-
-
-def _ecall(pc: int, i: Insn, nxt: int) -> list[str]:
-    return [f"cpu.pc = {pc}", "x[10] = SYSCALL()", f"return {nxt}"]
-
-
-def _ebreak(pc: int, i: Insn, nxt: int) -> list[str]:
-    return [f"BREAKPOINT({pc})"]
-
-
 def _fence(pc: int, i: Insn, nxt: int) -> list[str]:
     return []  # one hart, and memory is sequentially consistent in Python
-
-
-def _fence_i(pc: int, i: Insn, nxt: int) -> list[str]:
-    return ["FENCE_I()", f"return {nxt}"]
 
 
 def _csr(pc: int, i: Insn, nxt: int) -> list[str]:
@@ -339,7 +402,7 @@ def _amo(pc: int, i: Insn, nxt: int) -> list[str]:
     bits = 32 if width == "w" else 64
     size, fmt = bits // 8, ("<I" if bits == 32 else "<Q")
     mask = "0xffffffff" if bits == 32 else M
-    old = f"LD['{fmt}'](MEM, a)[0] if R[a >> 12] else RFAULT(a)"
+    old = load_expr(fmt, False)
     result = sx32("o") if bits == 32 else "o"
     lines = [f"a = {xr(i.rs1)}", f"if a & {size - 1}: MISALIGNED(a)"]
     if name == "lr":
@@ -408,14 +471,9 @@ _EMITTERS: dict[str, Callable[[int, Insn, int], list[str]]] = {
     "auipc": _auipc,
     **dict.fromkeys(LOADS, _load),
     **dict.fromkeys(STORES, _store),
-    "jal": _jal,
-    "jalr": _jalr,
-    "ecall": _ecall,
-    "ebreak": _ebreak,
     "fence": _fence,
     "fence.tso": _fence,
     "pause": _fence,
-    "fence.i": _fence_i,
     **dict.fromkeys(("csrrw", "csrrs", "csrrc", "csrrwi", "csrrsi", "csrrci"), _csr),
     **dict.fromkeys(
         [
