@@ -3,7 +3,8 @@
 binary32 values live NaN-boxed in the 64-bit f registers: operands are unboxed with UNBOX (an improperly boxed
 value reads as the canonical NaN) and results boxed with BOX. Every rounding operation returns
 `(bits, fflags)`; the flags are OR-ed into fflags only when set. A dynamic rounding mode (rm=7) is read from
-frm at run time by RM(), which traps as an illegal instruction if frm holds 5-7.
+frm, which the block keeps in its local `rm` (loaded in the prologue, reloaded after every CSR instruction);
+an frm of 5-7 makes softfloat raise ValueError, which the run loop delivers as an illegal instruction.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def namespace() -> dict[str, Any]:
 
 
 def _rm(i: Insn) -> str:
-    return "RM()" if i.rm == 7 else str(i.rm)
+    return "rm" if i.rm == 7 else str(i.rm)
 
 
 def _src(width: str, r: int) -> str:
@@ -56,6 +57,8 @@ def _arith(pc: int, i: Insn, nxt: int) -> list[str]:
         call = f"{fn}({_src(w, i.rs1)}, {_src(w, i.rs2)}, {_src(w, i.rs3)}, {_rm(i)})"
     else:
         call = f"{fn}({_src(w, i.rs1)}, {_src(w, i.rs2)}, {_rm(i)})"
+    if w == "d":
+        return [f"f[{i.rd}], fl = {call}", _flags()]
     return [f"r, fl = {call}", _dst(w, i.rd, "r"), _flags()]
 
 

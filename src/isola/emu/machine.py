@@ -47,7 +47,7 @@ class Breakpoint(Exception):
 
 # Exceptions that mean "this instruction did not complete" (everything else raised in a block comes from a
 # syscall, after the ecall completed).
-TRAPS = (GuestFault, IndexError, struct.error, IllegalInstruction, Misaligned, Breakpoint)
+TRAPS = (GuestFault, IndexError, struct.error, IllegalInstruction, Misaligned, Breakpoint, ValueError)
 
 
 @dataclass(frozen=True)
@@ -103,12 +103,6 @@ class Machine:
         def fence_i() -> None:
             self.translator.flush()
 
-        def rm() -> int:
-            frm = cpu_ref.cpu.frm
-            if frm > 4:
-                raise IllegalInstruction(0, 0, 4)  # pc and word are filled in from the traceback
-            return frm
-
         return {
             "SYSCALL": syscall,
             "RFAULT": rfault,
@@ -117,7 +111,6 @@ class Machine:
             "BREAKPOINT": breakpoint_,
             "FENCE_I": fence_i,
             "CSR": self.csr,
-            "RM": rm,
             "UNBOX": unbox32,
             **{f"OPS_{name}": getattr(ops, name) for name in (
                 "mulh", "mulhsu", "mulhu", "div", "divu", "rem", "remu", "divw", "divuw", "remw", "remuw")},
@@ -215,6 +208,8 @@ class Machine:
             return Trap(signal.SIGSEGV, pc, addr if addr is not None else 0, "address outside guest memory")
         if isinstance(exc, IllegalInstruction):
             return Trap(signal.SIGILL, pc, pc, "illegal instruction")
+        if isinstance(exc, ValueError):  # softfloat refusing a dynamic rounding mode of 5-7 from frm
+            return Trap(signal.SIGILL, pc, pc, f"illegal instruction ({exc})")
         if isinstance(exc, Misaligned):
             return Trap(signal.SIGBUS, pc, exc.addr, "misaligned atomic")
         if isinstance(exc, Breakpoint):

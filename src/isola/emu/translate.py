@@ -35,7 +35,8 @@ LOOP_BUDGET = 50_000  # iterations of a folded loop between returns to the run l
 INT_REG = re.compile(r"\bx\[(\d+)\]")
 FP_REG = re.compile(r"\bf\[(\d+)\]")
 LOCAL_REG = re.compile(r"\b[rf]\d+\b")
-ASSIGNED_REG = re.compile(r"\s*([rf]\d+) = ")
+ASSIGNED_REG = re.compile(r"\s*([rf]\d+)(?:, \w+)? = ")
+DYNAMIC_RM = re.compile(r"\brm\b")
 
 
 def _reg_order(name: str) -> tuple[str, int]:
@@ -244,6 +245,9 @@ class _BlockSource:
         for reg in used:
             out.append(f"    {reg} = {_reg_list(reg)}")
             lines.append(0)
+        if any(DYNAMIC_RM.search(line) for _, line in body):
+            out.append("    rm = cpu.frm")
+            lines.append(0)
         if self.loop_len:
             out += ["    k = 0", "    while True:"]
             lines += [0, 0]
@@ -327,9 +331,9 @@ def _alu_imm(pc: int, i: Insn, nxt: int) -> list[str]:
         "slli": f"({a} << {imm}) & {M}",
         "srli": f"{a} >> {imm}",
         "srai": f"(({a} ^ {S}) - {S}) >> {imm} & {M}",
-        "addiw": sx32(f"{a} + {imm}"),
+        "addiw": sx32(f"{a} + {imm}" if imm else a),
         "slliw": sx32(f"{a} << {imm}"),
-        "srliw": sx32(f"({a} & 0xffffffff) >> {imm}"),
+        "srliw": f"({a} & 0xffffffff) >> {imm}" if imm else sx32(a),  # a shift of 1+ clears bit 31
         "sraiw": f"{s32(rs1)} >> {imm} & {M}",
     }
     return setx(rd, exprs[mn])
@@ -394,7 +398,8 @@ def _csr(pc: int, i: Insn, nxt: int) -> list[str]:
     value = str(i.rs1) if i.mnemonic.endswith("i") else xr(i.rs1)
     # csrrs/csrrc with x0 (or uimm 0) only read, and must not trap on a read-only CSR
     writes = op == "w" or i.rs1 != 0
-    return setx(i.rd, f"CSR({i.csr}, '{op}', {value}, {writes})") or [f"CSR({i.csr}, '{op}', {value}, {writes})"]
+    call = f"CSR({i.csr}, '{op}', {value}, {writes})"
+    return [*(setx(i.rd, call) or [call]), "rm = cpu.frm"]  # the block's copy of frm follows CSR writes
 
 
 def _amo(pc: int, i: Insn, nxt: int) -> list[str]:

@@ -113,9 +113,17 @@ def _fma(a: int, b: int, c: int, rm: int) -> tuple[int, int]:
             yh = t - (t - y)
             yl = y - yh
             err = ((xh * yh - p) + xh * yl + xl * yh) + xl * yl
-            r = math.fsum((p, err, z))
-            if abs(r) > _MIN:
-                return _unpack_q(_pack_d(r))[0], NX if math.fsum((p, err, z, -r)) else 0
+            if err == 0.0:
+                # The product is exact, so the float sum p + z is the one rounding FMA asks for; Knuth's
+                # TwoSum says exactly whether that sum was inexact, with no fsum.
+                r = p + z
+                if abs(r) > _MIN and r - r == 0.0:
+                    bb = r - p
+                    return _unpack_q(_pack_d(r))[0], NX if (p - (r - bb)) + (z - bb) else 0
+            else:
+                r = math.fsum((p, err, z))
+                if abs(r) > _MIN:
+                    return _unpack_q(_pack_d(r))[0], NX if math.fsum((p, err, z, -r)) else 0
     return exact.fma(F64, a, b, c, rm)
 
 
