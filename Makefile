@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # those without installing them.
 APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
 	cpio iproute2 libseccomp2 util-linux \
-	binutils-riscv64-linux-gnu gcc libc6-dev
+	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user
 
 .PHONY: all setup apt venv assets demo test lint clean
 
@@ -28,7 +28,7 @@ apt:
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
 	touch $@
 
 venv: apt $(VENV)/.installed

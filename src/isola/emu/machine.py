@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from isola.emu import fpgen, ops
+from isola.emu.codecache import CodeCache
 from isola.emu.cpu import Cpu
 from isola.emu.isa import IllegalInstruction
 from isola.emu.memory import FlatMemory
@@ -69,13 +70,14 @@ class Machine:
         mem: FlatMemory,
         syscall: Callable[[Cpu], int],
         pending: list[bool] | None = None,
+        codecache: CodeCache | None = None,
     ) -> None:
         self.mem = mem
         self.cpu = Cpu()
         self.syscall = syscall
         self.pending = pending if pending is not None else [False]
         self.start_ns = time.monotonic_ns()
-        self.translator = Translator(mem, self._runtime())
+        self.translator = Translator(mem, self._runtime(), codecache)
 
     # -- helpers the generated code calls -------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from isola.emu.codecache import CodeCache
 from isola.emu.codegen import MASK, SIGN, M, S, addr, load_expr, s32, setx, signed, store_lines, sx32, xr
 from isola.emu.fpgen import FP_EMITTERS
 from isola.emu.isa import IllegalInstruction, Insn, decode_at
@@ -30,12 +31,13 @@ from isola.emu.ops import amo_ops
 from isola.linux.guest import PAGE_SHIFT, GuestFault
 
 MAX_BLOCK = 96
+HOT_AFTER = 32  # executions of a cold (basic) block before it is retranslated as an optimised superblock
 LOOP_BUDGET = 50_000  # iterations of a folded loop between returns to the run loop
 
 INT_REG = re.compile(r"\bx\[(\d+)\]")
 FP_REG = re.compile(r"\bf\[(\d+)\]")
 LOCAL_REG = re.compile(r"\b[rf]\d+\b")
-ASSIGNED_REG = re.compile(r"\s*([rf]\d+)(?:, \w+)? = ")
+ASSIGNED_REG = re.compile(r"^\s*([rf]\d+)(?:, \w+)? = ", re.MULTILINE)
 DYNAMIC_RM = re.compile(r"\brm\b")
 
 
@@ -90,7 +92,8 @@ class Block:
 
 @dataclass
 class Stats:
-    blocks: int = 0
+    blocks: int = 0  # translated
+    cached: int = 0  # taken from the persistent code cache
     translate_s: float = 0.0
     invalidations: int = 0
 
@@ -98,8 +101,9 @@ class Stats:
 class Translator:
     """Translates and caches blocks; drops them when their code pages are written."""
 
-    def __init__(self, mem: FlatMemory, runtime: dict[str, Any]) -> None:
+    def __init__(self, mem: FlatMemory, runtime: dict[str, Any], codecache: CodeCache | None = None) -> None:
         self.mem = mem
+        self.codecache = codecache if codecache is not None else CodeCache(None)
         self.cache: dict[int, Block] = {}
         self.by_page: dict[int, list[int]] = {}
         self.stats = Stats()
@@ -109,6 +113,7 @@ class Translator:
             "W": mem.fast_write,
             **{f"LD_{fmt[1]}": struct.Struct(fmt).unpack_from for fmt in ("<b", "<h", "<i", "<Q", "<B", "<H", "<I")},
             **{f"ST{w}": struct.Struct(fmt).pack_into for w, fmt in STORE_FMT.items()},
+            "PROMOTE": self.promote,
             **runtime,
         }
         mem.on_code_write = self.invalidate_page
@@ -124,9 +129,11 @@ class Translator:
                     if p != page and pc in self.by_page.get(p, ()):
                         self.by_page[p].remove(pc)
         self.mem.unmark_code(page)
+        self.codecache.forget(page)
 
     def flush(self) -> None:
         """fence.i / riscv_flush_icache / execve: forget every translation."""
+        self.codecache.save()
         for page in list(self.by_page):
             self.invalidate_page(page)
         self.cache.clear()
@@ -137,25 +144,30 @@ class Translator:
         self.mem.fetch_check(pc, 2)
         return int.from_bytes(self.mem.buf[pc : pc + 2], "little")
 
-    def _decode_block(self, start: int) -> list[tuple[int, Insn]]:
-        """The instructions of the block at `start`, in execution order. The block runs on past conditional
-        branches (side exits) and follows direct jumps and calls, and ends at an indirect jump, a system
-        instruction, a jump back into itself, an undecodable or unfetchable instruction, or MAX_BLOCK."""
+    def _decode_block(self, start: int, hot: bool) -> list[tuple[int, Insn]]:
+        """The instructions of the block at `start`, in execution order.
+
+        A cold block is a basic block: it ends at the first control transfer. A hot block runs on past
+        conditional branches (side exits) and follows direct jumps and calls; it ends at an indirect jump, a
+        system instruction or a jump back into itself. Both end before an undecodable or unfetchable
+        instruction (which traps when reached) and at MAX_BLOCK."""
         insns: list[tuple[int, Insn]] = []
         seen: set[int] = set()
         pc = start
-        while len(insns) < MAX_BLOCK and pc not in seen:
+        page_end = ((start >> PAGE_SHIFT) + 1) << PAGE_SHIFT
+        while len(insns) < MAX_BLOCK and pc not in seen and (hot or pc < page_end):
             try:
                 insn = decode_at(self._fetch16, pc)
             except (IllegalInstruction, GuestFault):
                 if not insns:
                     raise
-                break  # end the block before it: it traps when (and if) execution gets there
+                break
             insns.append((pc, insn))
             seen.add(pc)
-            if insn.mnemonic in ENDS_BLOCK:
+            mn = insn.mnemonic
+            if mn in ENDS_BLOCK or (not hot and mn in BACK_EDGES):
                 break
-            if insn.mnemonic == "jal":
+            if mn == "jal":
                 target = (pc + insn.imm) & MASK
                 if target in seen:
                     break  # a loop back-edge, or a jump into the block: it leaves the block
@@ -164,51 +176,71 @@ class Translator:
                 pc += insn.length
         return insns
 
-    def translate(self, start: int) -> Block:
+    def promote(self, start: int) -> None:
+        """A cold block ran HOT_AFTER times: replace it with its optimised translation."""
+        self.translate(start, hot=True)
+
+    def translate(self, start: int, hot: bool = False) -> Block:
         t0 = time.perf_counter()
-        insns = self._decode_block(start)
+        page = start >> PAGE_SHIFT
+        records = None
+        if not hot and self.codecache.enabled:
+            self.mem.fetch_check(start, 2)  # what decoding would have checked
+            records = self.codecache.page(page, self.mem.buf[page << PAGE_SHIFT : (page + 1) << PAGE_SHIFT])
+            hit = records.get(start)
+            if hit is not None:
+                blk = self._install(start, *hit)
+                self.stats.cached += 1
+                self.stats.translate_s += time.perf_counter() - t0
+                return blk
+        insns = self._decode_block(start, hot)
         n = len(insns)
         back_edge = next(
             (j for j, (pc, i) in enumerate(insns) if i.mnemonic in BACK_EDGES and (pc + i.imm) & MASK == start), None
         )
         if back_edge is not None and any(i.mnemonic in NO_LOOP for _, i in insns[: back_edge + 1]):
             back_edge = None  # the loop reads counters: run it one pass at a time
-        gen = _BlockSource(insns, back_edge)
-        src, lines = gen.source(start)
+        src, lines = _BlockSource(insns, back_edge, hot).source(start)
         code = compile(src, f"<guest {start:#x}>", "exec")
+        last_pc, last = insns[-1]
+        end = last_pc + last.length
+        loop_len = 0 if back_edge is None else back_edge + 1
+        blk = self._install(start, code, n, end, [pc for pc, _ in insns], lines, loop_len, src)
+        if records is not None and (end - 1) >> PAGE_SHIFT == page:  # only what lies in one page is cached
+            self.codecache.add(page, start, (code, n, end, blk.pcs, lines, loop_len))
+        self.stats.blocks += 1
+        self.stats.translate_s += time.perf_counter() - t0
+        return blk
+
+    def _install(
+        self, start: int, code: Any, n: int, end: int, pcs: list[int], lines: list[int], loop_len: int, src: str = ""
+    ) -> Block:
+        """Make the block's function from its compiled module code and enter it in the cache."""
         ns: dict[str, Any] = {}
         exec(code, self.namespace, ns)
         fn = ns["block"]
-        last_pc, last = insns[-1]
-        pages = {pc >> PAGE_SHIFT for pc, _ in insns} | {(pc + i.length - 1) >> PAGE_SHIFT for pc, i in insns}
-        blk = Block(
-            start=start,
-            end=last_pc + last.length,
-            n=n,
-            pcs=[pc for pc, _ in insns],
-            fn=fn,
-            code=fn.__code__,
-            lines=lines,
-            first_line=2,
-            loop_len=0 if back_edge is None else back_edge + 1,
-            pages=tuple(sorted(pages)),
-            source=src,
-        )
+        pages = {pc >> PAGE_SHIFT for pc in pcs} | {(end - 1) >> PAGE_SHIFT}
+        blk = Block(start, end, n, pcs, fn, fn.__code__, lines, 1, loop_len, tuple(sorted(pages)), src)
+        old = self.cache.get(start)
+        if old is not None:  # a promotion: the cold block's pages no longer need to know it
+            for p in old.pages:
+                if start in self.by_page.get(p, ()):
+                    self.by_page[p].remove(start)
         for p in blk.pages:
             self.by_page.setdefault(p, []).append(start)
             self.mem.mark_code(p)
         self.cache[start] = blk
-        self.stats.blocks += 1
-        self.stats.translate_s += time.perf_counter() - t0
         return blk
 
 
 class _BlockSource:
     """The Python source of one block.
 
-    Guest registers live in Python locals inside the block (`r5` for x5, `f3` for f3): a prologue loads every
-    register the block mentions, each exit writes back the ones it assigns. A trap skips the write-back; the
-    run loop copies the trapping frame's locals back instead, so the fast path pays nothing for precision.
+    A cold block is plain: registers are read and written in the lists `x` and `f`, and a countdown in a
+    default argument promotes it after HOT_AFTER runs. A hot block keeps guest registers in Python locals
+    (`r5` for x5, `f3` for f3): a prologue loads every register the block mentions, each exit writes back the
+    ones it assigns. A trap skips the write-back; the run loop copies the trapping frame's locals back
+    instead, so the fast path pays nothing for precision.
 
     Instruction counting: the run loop adds `n` whenever a block returns, so every exit that ran a different
     number of instructions corrects `cpu.instret` itself: at an exit after instruction `idx`, `k` iterations
@@ -216,12 +248,14 @@ class _BlockSource:
     """
 
     WRITEBACK = "@writeback"
+    SYSCALL = "@syscall"  # stays `x[10] = SYSCALL()` in every tier: the kernel works on the lists
 
-    def __init__(self, insns: list[tuple[int, Insn]], back_edge: int | None) -> None:
+    def __init__(self, insns: list[tuple[int, Insn]], back_edge: int | None, hot: bool) -> None:
         self.insns = insns
         self.n = len(insns)
         self.back_edge = back_edge
         self.loop_len = 0 if back_edge is None else back_edge + 1
+        self.hot = hot
 
     def count(self, idx: int) -> list[str]:
         """The correction of `cpu.instret` for leaving the block after instruction `idx`."""
@@ -234,45 +268,46 @@ class _BlockSource:
         return [*self.count(idx), self.WRITEBACK, f"return {target}"]
 
     def source(self, start: int) -> tuple[str, list[int]]:
-        body: list[tuple[int, str]] = []  # (instruction index, line with indentation)
+        owners: list[int] = []  # the instruction index of each body line
+        body: list[str] = []
         for idx, (pc, insn) in enumerate(self.insns):
             indent = "        " if self.back_edge is not None and idx <= self.back_edge else "    "
-            body += [(idx, indent + line) for line in self.instruction(idx, pc, insn)]
-        used = sorted({m.group(0) for _, line in body for m in LOCAL_REG.finditer(line)}, key=_reg_order)
-        written = sorted({m.group(1) for _, line in body if (m := ASSIGNED_REG.match(line))}, key=_reg_order)
-        out = [f"def block(x, f, cpu):  # {start:#x}"]
-        lines = [0]
-        for reg in used:
-            out.append(f"    {reg} = {_reg_list(reg)}")
-            lines.append(0)
-        if any(DYNAMIC_RM.search(line) for _, line in body):
-            out.append("    rm = cpu.frm")
-            lines.append(0)
+            for line in self.instruction(idx, pc, insn):
+                body.append(indent + line)
+                owners.append(idx)
+            if idx == self.back_edge == self.n - 1:  # the loop's exit is also the block's: after the while
+                for line in self.exit(idx, str(pc + insn.length)):
+                    body.append("    " + line)
+                    owners.append(idx)
+        text = "\n".join(body)
+        if self.hot:
+            text = FP_REG.sub(r"f\1", INT_REG.sub(r"r\1", text))
+        used = sorted(set(LOCAL_REG.findall(text)), key=_reg_order)
+        written = sorted(set(ASSIGNED_REG.findall(text)), key=_reg_order)
+        prologue = [f"    {reg} = {_reg_list(reg)}" for reg in used]
+        if not self.hot:
+            prologue = ["    _c[0] -= 1", f"    if not _c[0]: PROMOTE({start})"]
+        if DYNAMIC_RM.search(text):
+            prologue.append("    rm = cpu.frm")
         if self.loop_len:
-            out += ["    k = 0", "    while True:"]
-            lines += [0, 0]
-        for idx, line in body:
-            if line.strip() == self.WRITEBACK:
-                indent = line[: len(line) - len(line.lstrip())]
-                for reg in written:
-                    out.append(f"{indent}{_reg_list(reg)} = {reg}")
-                    lines.append(idx)
+            prologue += ["    k = 0", "    while True:"]
+        signature = "x, f, cpu" if self.hot else f"x, f, cpu, _c=[{HOT_AFTER}]"
+        out = [f"def block({signature}):  # {start:#x}", *prologue]
+        lines = [0] * len(out)
+        for idx, line in zip(owners, text.split("\n"), strict=True):
+            stripped = line.strip()
+            indent = line[: len(line) - len(line.lstrip())]
+            if stripped == self.WRITEBACK:
+                expanded = [f"{indent}{_reg_list(reg)} = {reg}" for reg in written] if self.hot else []
+            elif stripped == self.SYSCALL:
+                expanded = [f"{indent}x[10] = SYSCALL()"]
             else:
-                out.append(line)
-                lines.append(idx)
+                expanded = [line]
+            out += expanded
+            lines += [idx] * len(expanded)
         return "\n".join(out) + "\n", lines
 
-    @staticmethod
-    def localize(lines: list[str]) -> list[str]:
-        """Rewrite register list accesses (`x[5]`, `f[3]`) into the block's locals (`r5`, `f3`)."""
-        return [FP_REG.sub(r"f\1", INT_REG.sub(r"r\1", line)) for line in lines]
-
     def instruction(self, idx: int, pc: int, insn: Insn) -> list[str]:
-        if insn.mnemonic == "ecall":
-            return self.control(idx, pc, insn)
-        return self.localize(self.control(idx, pc, insn))
-
-    def control(self, idx: int, pc: int, insn: Insn) -> list[str]:
         mn = insn.mnemonic
         nxt = pc + insn.length
         last = idx == self.n - 1
@@ -290,7 +325,7 @@ class _BlockSource:
             target = f"({base} + {insn.imm}) & 0xfffffffffffffffe" if insn.imm else f"{base} & 0xfffffffffffffffe"
             return [f"t = {target}", *setx(insn.rd, str(nxt)), *self.exit(idx, "t")]
         if mn == "ecall":  # the kernel reads and writes the register lists: write back first, not after
-            return [self.WRITEBACK, f"cpu.pc = {pc}", "x[10] = SYSCALL()", *self.count(idx), f"return {nxt}"]
+            return [self.WRITEBACK, f"cpu.pc = {pc}", self.SYSCALL, *self.count(idx), f"return {nxt}"]
         if mn == "fence.i":
             return ["FENCE_I()", *self.exit(idx, str(nxt))]
         if mn == "ebreak":
@@ -310,8 +345,7 @@ class _BlockSource:
         cond = BRANCH_COND[insn.mnemonic].format(
             a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2)
         )
-        fallthrough = self.exit(idx, str(pc + insn.length)) if idx == self.n - 1 else []
-        return [f"if {cond}:", *("    " + s for s in again), "break", *fallthrough]
+        return [f"if {cond}:", *("    " + s for s in again), "break"]
 
 
 def _alu_imm(pc: int, i: Insn, nxt: int) -> list[str]:
@@ -395,9 +429,10 @@ def _fence(pc: int, i: Insn, nxt: int) -> list[str]:
 
 def _csr(pc: int, i: Insn, nxt: int) -> list[str]:
     op = i.mnemonic[4]  # csrr[w|s|c][i]
-    value = str(i.rs1) if i.mnemonic.endswith("i") else xr(i.rs1)
+    imm_form = i.mnemonic.endswith("i")  # the decoder puts the 5-bit uimm in `imm` (rs1 is 0)
+    value = str(i.imm) if imm_form else xr(i.rs1)
     # csrrs/csrrc with x0 (or uimm 0) only read, and must not trap on a read-only CSR
-    writes = op == "w" or i.rs1 != 0
+    writes = op == "w" or (i.imm if imm_form else i.rs1) != 0
     call = f"CSR({i.csr}, '{op}', {value}, {writes})"
     return [*(setx(i.rd, call) or [call]), "rm = cpu.frm"]  # the block's copy of frm follows CSR writes
 
