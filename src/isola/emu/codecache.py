@@ -1,9 +1,10 @@
 """A persistent cache of translated cold blocks, so that a program starts fast from its second run on.
 
 Translating is mostly `compile()`, and short programs (a busybox applet, a static hello) spend nearly all
-their time translating code they run once. Cold blocks never cross a page, so a page's translations depend
-only on the page's address and bytes: they are stored per page under the SHA-1 of (translator version, page
-address, page bytes), as marshalled code objects. A page whose bytes change (self-modifying code, another
+their time translating code they run once. A translation depends only on the address and bytes of the pages
+it was made from: entries are stored per (first) page under the SHA-1 of (translator version, page address,
+page bytes), as marshalled code objects; an entry for a block spanning pages also records the other pages'
+digests and is used only while they match. A page whose bytes change (self-modifying code, another
 build of the binary) simply has another key. Files are written at exit, atomically (temp + rename), so
 concurrent emulators (a pipeline of forked guests) at worst redo a translation.
 
@@ -18,13 +19,16 @@ import hashlib
 import importlib.util
 import marshal
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from isola import paths
 
-# A record: (code object, n, end, pcs, lines, loop_len), everything `Block` needs but the function.
+# A record: (code object, n, end, pcs, lines, loop_len), everything `Block` needs but the function, under
+# the key (start, hot). A hot block may span pages: its entry also carries the digests of the other pages.
 Record = tuple[Any, int, int, list[int], list[int], int]
+Entry = tuple[Record, tuple[tuple[int, str], ...]]
 
 
 def _translator_version() -> bytes:
@@ -47,29 +51,49 @@ class CodeCache:
     def __init__(self, root: Path | None) -> None:
         self.root = root if root is not None and _writable(root) else None
         self._version = _translator_version() if self.root is not None else b""
-        self._pages: dict[int, tuple[str, dict[int, Record]]] = {}  # page -> (key, start -> record)
+        self._pages: dict[int, tuple[str, dict[tuple[int, bool], Entry]]] = {}  # page -> (key, entries)
         self._dirty: set[int] = set()
 
     @property
     def enabled(self) -> bool:
         return self.root is not None
 
-    def page(self, page: int, data: bytes) -> dict[int, Record]:
-        """The cached records of `page` (whose current bytes are `data`), loading them on first use."""
+    def lookup(self, page: int, start: int, hot: bool, read_page: Callable[[int], bytes]) -> Record | None:
+        """The cached translation of the block at `start` (in `page`), if every page it covers is unchanged."""
+        entry = self._entries(page, read_page).get((start, hot))
+        if entry is None:
+            return None
+        record, others = entry
+        for other, key in others:
+            if self._key(other, read_page) != key:
+                return None
+        return record
+
+    def add(
+        self, page: int, start: int, hot: bool, record: Record, pages: Sequence[int], read_page: Callable[[int], bytes]
+    ) -> None:
+        others = tuple((p, self._key(p, read_page)) for p in pages if p != page)
+        self._entries(page, read_page)[(start, hot)] = (record, others)
+        self._dirty.add(page)
+
+    def _key(self, page: int, read_page: Callable[[int], bytes]) -> str:
+        return self._load(page, read_page)[0]
+
+    def _entries(self, page: int, read_page: Callable[[int], bytes]) -> dict[tuple[int, bool], Entry]:
+        return self._load(page, read_page)[1]
+
+    def _load(self, page: int, read_page: Callable[[int], bytes]) -> tuple[str, dict[tuple[int, bool], Entry]]:
+        """A page's key (from its current bytes) and cached entries, read from disk on first use."""
         known = self._pages.get(page)
         if known is None:
-            key = hashlib.sha1(self._version + page.to_bytes(8, "little") + data).hexdigest()
-            records: dict[int, Record] = {}
+            key = hashlib.sha1(self._version + page.to_bytes(8, "little") + read_page(page)).hexdigest()
+            records: dict[tuple[int, bool], Entry] = {}
             assert self.root is not None
             # absent or damaged: translate afresh, and overwrite it at exit
             with contextlib.suppress(OSError, EOFError, ValueError, TypeError):
                 records = marshal.loads((self.root / key[:2] / key).read_bytes())
             known = self._pages[page] = (key, records)
-        return known[1]
-
-    def add(self, page: int, start: int, record: Record) -> None:
-        self._pages[page][1][start] = record
-        self._dirty.add(page)
+        return known
 
     def forget(self, page: int) -> None:
         """The page changed or went away: its next use hashes it again."""

@@ -28,7 +28,7 @@ from isola.emu.fpgen import FP_EMITTERS
 from isola.emu.isa import IllegalInstruction, Insn, decode_at
 from isola.emu.memory import FlatMemory
 from isola.emu.ops import amo_ops
-from isola.linux.guest import PAGE_SHIFT, GuestFault
+from isola.linux.guest import PAGE_SHIFT, PROT_EXEC, GuestFault
 
 MAX_BLOCK = 96
 HOT_AFTER = 32  # executions of a cold (basic) block before it is retranslated as an optimised superblock
@@ -183,12 +183,12 @@ class Translator:
     def translate(self, start: int, hot: bool = False) -> Block:
         t0 = time.perf_counter()
         page = start >> PAGE_SHIFT
-        records = None
-        if not hot and self.codecache.enabled:
-            self.mem.fetch_check(start, 2)  # what decoding would have checked
-            records = self.codecache.page(page, self.mem.buf[page << PAGE_SHIFT : (page + 1) << PAGE_SHIFT])
-            hit = records.get(start)
-            if hit is not None:
+        cache = self.codecache
+        if cache.enabled:
+            self.mem.fetch_check(start, 2)  # what decoding would have checked (the other pages: see below)
+            hit = cache.lookup(page, start, hot, self._page_bytes)
+            pages = self._pages_of(hit[3], hit[2]) if hit is not None else set()
+            if hit is not None and all((self.mem.prot_at(p << PAGE_SHIFT) or 0) & PROT_EXEC for p in pages):
                 blk = self._install(start, *hit)
                 self.stats.cached += 1
                 self.stats.translate_s += time.perf_counter() - t0
@@ -206,11 +206,18 @@ class Translator:
         end = last_pc + last.length
         loop_len = 0 if back_edge is None else back_edge + 1
         blk = self._install(start, code, n, end, [pc for pc, _ in insns], lines, loop_len, src)
-        if records is not None and (end - 1) >> PAGE_SHIFT == page:  # only what lies in one page is cached
-            self.codecache.add(page, start, (code, n, end, blk.pcs, lines, loop_len))
+        if cache.enabled:
+            cache.add(page, start, hot, (code, n, end, blk.pcs, lines, loop_len), blk.pages, self._page_bytes)
         self.stats.blocks += 1
         self.stats.translate_s += time.perf_counter() - t0
         return blk
+
+    def _page_bytes(self, page: int) -> bytes:
+        return self.mem.buf[page << PAGE_SHIFT : (page + 1) << PAGE_SHIFT]
+
+    @staticmethod
+    def _pages_of(pcs: list[int], end: int) -> set[int]:
+        return {pc >> PAGE_SHIFT for pc in pcs} | {(end - 1) >> PAGE_SHIFT}
 
     def _install(
         self, start: int, code: Any, n: int, end: int, pcs: list[int], lines: list[int], loop_len: int, src: str = ""
@@ -219,7 +226,7 @@ class Translator:
         ns: dict[str, Any] = {}
         exec(code, self.namespace, ns)
         fn = ns["block"]
-        pages = {pc >> PAGE_SHIFT for pc in pcs} | {(end - 1) >> PAGE_SHIFT}
+        pages = self._pages_of(pcs, end)
         blk = Block(start, end, n, pcs, fn, fn.__code__, lines, 1, loop_len, tuple(sorted(pages)), src)
         old = self.cache.get(start)
         if old is not None:  # a promotion: the cold block's pages no longer need to know it
