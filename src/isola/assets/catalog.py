@@ -33,6 +33,8 @@ CATALOG: tuple[Wanted, ...] = (
         tree_role="sysroot",
     ),
     Wanted("riscv64", "trixie", "linux-image-riscv64", {"kernel": "boot/vmlinu[xz]-*"}, follow="linux-image-"),
+    # A dynamically linked Debian program, to run through the libc6 sysroot.
+    Wanted("riscv64", "trixie", "hello", {"hello": "usr/bin/hello"}),
     Wanted(
         "riscv64",
         "trixie",

@@ -170,6 +170,7 @@ class Machine:
             cpu.instret += n
             n = 0
             self._locate(exc, blk, pc)
+            pc = cpu.pc  # the precise pc _locate found; the `finally` below must not undo it
             raise
         finally:
             cpu.instret += n
