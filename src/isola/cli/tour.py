@@ -1,19 +1,26 @@
 """`isola tour`: one workload on every rung of the ladder — for each rung, what exists today and what it costs.
 
-A rung is shown as runnable only when isola has an engine for it *and* this host can run it; otherwise the
-tour says which of the two is missing, so it never claims more than the code does.
+A rung runs its workload only when isola has the engine for it *and* this host can run it; otherwise the tour
+says which of the two is missing, so it never claims more than the code does.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 import click
 
+from isola import paths
+from isola.assets import manifest
 from isola.cli.output import emit, json_option, stdout, table
 from isola.doctor import facts as host_facts
 from isola.doctor.verdicts import Status, judge
-from isola.engine import ENGINES, Kind
+from isola.engine import Kind
+from isola.errors import NotFoundError
 
 RUNGS: dict[Kind, str] = {
     Kind.EMULATED: "riscv64 instructions run by software",
@@ -23,27 +30,62 @@ RUNGS: dict[Kind, str] = {
 }
 
 
+def _emulated() -> list[str]:
+    busybox = manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "riscv64", "busybox")
+    return [
+        sys.executable,
+        "-m",
+        "isola.emu",
+        str(busybox),
+        "sh",
+        "-c",
+        "echo $(uname -m): $(seq 1 10 | sort -rn | head -n 3)",
+    ]
+
+
+# (kind, mode) -> (the engine's command, a function giving the workload's argv). A rung appears here when
+# its engine lands.
+WORKLOADS: dict[tuple[str, str | None], tuple[str, Callable[[], list[str]]]] = {
+    ("emulated", None): ("isola-emu", _emulated),
+}
+
+
+def _run(argv: Callable[[], list[str]]) -> tuple[str, float | None]:
+    try:
+        cmd = argv()
+    except NotFoundError as err:
+        return f"needs assets: {err.hint or err.message}", None
+    t0 = time.perf_counter()
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    wall = time.perf_counter() - t0
+    if result.returncode != 0:
+        return f"failed ({result.returncode}): {result.stderr.strip()[:200]}", wall
+    return result.stdout.strip(), wall
+
+
 def plan() -> list[dict[str, Any]]:
-    verdicts = judge(host_facts.gather())
     rows = []
-    for v in verdicts:
-        kind = Kind(v.kind)
-        has_engine = kind in ENGINES
-        if has_engine and v.status is not Status.UNUSABLE:
-            step = "runs"
-        elif has_engine:
+    for v in judge(host_facts.gather()):
+        engine = WORKLOADS.get((v.kind, v.mode))
+        output, wall = None, None
+        if engine is None:
+            step = "no engine yet"
+        elif v.status is Status.UNUSABLE:
             step = "engine built, host cannot run it"
         else:
-            step = "no engine yet"
+            output, wall = _run(engine[1])
+            step = "ran" if wall is not None and not output.startswith("failed") else output
         rows.append(
             {
                 "kind": v.kind,
                 "mode": v.mode,
-                "isolation": RUNGS[kind],
-                "engine": ENGINES.get(kind),
+                "isolation": RUNGS[Kind(v.kind)],
+                "engine": engine[0] if engine else None,
                 "host": v.status.value,
                 "host_reason": v.reason,
                 "tour": step,
+                "output": output,
+                "seconds": round(wall, 3) if wall is not None else None,
             }
         )
     return rows
@@ -60,18 +102,12 @@ def render(rows: list[dict[str, Any]]) -> None:
                     r["isolation"],
                     r["engine"] or "[dim]not built[/]",
                     r["host"],
-                    r["tour"],
+                    f"{r['output']} [dim]({r['seconds']} s)[/]" if r["tour"] == "ran" else r["tour"],
                 ]
                 for r in rows
             ],
         )
     )
-    runnable = [r for r in rows if r["tour"] == "runs"]
-    if not runnable:
-        stdout.print(
-            "\nNo rung can run a workload yet: isola has the host checks, guest assets and state store, "
-            "and no engine. The tour runs one workload per rung as the engines land."
-        )
 
 
 @click.command()
