@@ -2,9 +2,10 @@
 
 binary32 values live NaN-boxed in the 64-bit f registers: operands are unboxed with UNBOX (an improperly boxed
 value reads as the canonical NaN) and results boxed with BOX. Every rounding operation returns
-`(bits, fflags)`; the flags are OR-ed into fflags only when set. A dynamic rounding mode (rm=7) is read from
-frm, which the block keeps in its local `rm` (loaded in the prologue, reloaded after every CSR instruction);
-an frm of 5-7 makes softfloat raise ValueError, which the run loop delivers as an illegal instruction.
+`(bits, fflags)`; the flags are OR-ed into the block's local copy of fflags, `ff`. A dynamic rounding mode
+(rm=7) is read from frm, which the block keeps in its local `rm` (loaded in the prologue, reloaded after
+every CSR instruction); an frm of 5-7 makes softfloat raise ValueError, which the run loop delivers as an
+illegal instruction.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _dst(width: str, rd: int, value: str) -> str:
 
 
 def _flags() -> str:
-    return "if fl: cpu.fflags |= fl"
+    return "ff |= fl"
 
 
 def _xdst(rd: int, value: str) -> str:

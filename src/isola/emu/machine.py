@@ -191,6 +191,8 @@ class Machine:
         for name, value in frame_locals.items():  # registers the block held in locals (see translate.py)
             if name[0] in "rf" and name[1:].isdigit():
                 (self.cpu.x if name[0] == "r" else self.cpu.f)[int(name[1:])] = value
+        if "ff" in frame_locals:
+            self.cpu.fflags = frame_locals["ff"]
         index = blk.index_of_line(frame_tb.tb_lineno)
         loops = frame_locals.get("k", 0) if blk.loop_len else 0
         done = loops * blk.loop_len + index

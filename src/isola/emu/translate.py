@@ -39,6 +39,7 @@ FP_REG = re.compile(r"\bf\[(\d+)\]")
 LOCAL_REG = re.compile(r"\b[rf]\d+\b")
 ASSIGNED_REG = re.compile(r"^\s*([rf]\d+)(?:, \w+)? = ", re.MULTILINE)
 DYNAMIC_RM = re.compile(r"\brm\b")
+FLAGS_LOCAL = re.compile(r"\bff\b")
 
 
 def _reg_order(name: str) -> tuple[str, int]:
@@ -282,7 +283,11 @@ class _BlockSource:
             for line in self.instruction(idx, pc, insn):
                 body.append(indent + line)
                 owners.append(idx)
-            if idx == self.back_edge == self.n - 1:  # the loop's exit is also the block's: after the while
+            if idx == self.back_edge:
+                for line in self.budget_exit(start):
+                    body.append("    " + line)
+                    owners.append(idx)
+            if idx == self.back_edge == self.n - 1:  # the loop's exit is also the block's: after the loop
                 for line in self.exit(idx, str(pc + insn.length)):
                     body.append("    " + line)
                     owners.append(idx)
@@ -296,8 +301,11 @@ class _BlockSource:
             prologue = ["    _c[0] -= 1", f"    if not _c[0]: PROMOTE({start})"]
         if DYNAMIC_RM.search(text):
             prologue.append("    rm = cpu.frm")
-        if self.loop_len:
-            prologue += ["    k = 0", "    while True:"]
+        uses_ff = FLAGS_LOCAL.search(text) is not None
+        if uses_ff:
+            prologue.append("    ff = cpu.fflags")
+        if self.loop_len:  # k: the whole iterations done before the current one
+            prologue.append(f"    for k in range({LOOP_BUDGET}):")
         signature = "x, f, cpu" if self.hot else f"x, f, cpu, _c=[{HOT_AFTER}]"
         out = [f"def block({signature}):  # {start:#x}", *prologue]
         lines = [0] * len(out)
@@ -306,6 +314,8 @@ class _BlockSource:
             indent = line[: len(line) - len(line.lstrip())]
             if stripped == self.WRITEBACK:
                 expanded = [f"{indent}{_reg_list(reg)} = {reg}" for reg in written] if self.hot else []
+                if uses_ff:
+                    expanded.append(f"{indent}cpu.fflags = ff")
             elif stripped == self.SYSCALL:
                 expanded = [f"{indent}x[10] = SYSCALL()"]
             else:
@@ -345,14 +355,17 @@ class _BlockSource:
     def loop_back(self, idx: int, insn: Insn) -> list[str]:
         """The first jump back to the block's start: go round again, within the budget."""
         pc = self.insns[idx][0]
-        # Out of budget: k already counts this iteration, so nothing of a partial one is added (idx -1).
-        again = ["k += 1", f"if k < {LOOP_BUDGET}: continue", *self.exit(-1, str((pc + insn.imm) & MASK))]
         if insn.mnemonic == "jal":
-            return [*setx(insn.rd, str(pc + insn.length)), *again]
+            return [*setx(insn.rd, str(pc + insn.length)), "continue"]
         cond = BRANCH_COND[insn.mnemonic].format(
             a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2)
         )
-        return [f"if {cond}:", *("    " + s for s in again), "break"]
+        return [f"if {cond}: continue", "break"]
+
+    def budget_exit(self, start: int) -> list[str]:
+        """The folded loop ran LOOP_BUDGET whole iterations: return to the run loop (signals get a look in)."""
+        lines = [f"cpu.instret += {LOOP_BUDGET * self.loop_len - self.n}", self.WRITEBACK, f"return {start}"]
+        return ["else:", *("    " + line for line in lines)]
 
 
 def _alu_imm(pc: int, i: Insn, nxt: int) -> list[str]:
@@ -441,7 +454,8 @@ def _csr(pc: int, i: Insn, nxt: int) -> list[str]:
     # csrrs/csrrc with x0 (or uimm 0) only read, and must not trap on a read-only CSR
     writes = op == "w" or (i.imm if imm_form else i.rs1) != 0
     call = f"CSR({i.csr}, '{op}', {value}, {writes})"
-    return [*(setx(i.rd, call) or [call]), "rm = cpu.frm"]  # the block's copy of frm follows CSR writes
+    # The block's copies of fflags and frm are handed over to the CSR and taken back after it.
+    return ["cpu.fflags = ff", *(setx(i.rd, call) or [call]), "ff = cpu.fflags", "rm = cpu.frm"]
 
 
 def _amo(pc: int, i: Insn, nxt: int) -> list[str]:
