@@ -15,10 +15,12 @@ cannot be written, turns the cache off.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import marshal
 import os
+
+# CPython's own SHA-1 rather than hashlib: hashlib loads OpenSSL, which costs ~3 ms of every start-up.
+from _sha1 import sha1
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,11 +35,12 @@ Entry = tuple[Record, tuple[tuple[int, str], ...]]
 
 def _translator_version() -> bytes:
     """Translations change when the translator does: key them by its source and the Python bytecode magic."""
-    digest = hashlib.sha1(importlib.util.MAGIC_NUMBER)
+    digest = sha1(importlib.util.MAGIC_NUMBER)
     here = Path(__file__).parent
     for name in ("translate.py", "codegen.py", "fpgen.py"):
         digest.update((here / name).read_bytes())
-    return digest.digest()
+    version: bytes = digest.digest()
+    return version
 
 
 def default_root() -> Path | None:
@@ -86,7 +89,7 @@ class CodeCache:
         """A page's key (from its current bytes) and cached entries, read from disk on first use."""
         known = self._pages.get(page)
         if known is None:
-            key = hashlib.sha1(self._version + page.to_bytes(8, "little") + read_page(page)).hexdigest()
+            key = sha1(self._version + page.to_bytes(8, "little") + read_page(page)).hexdigest()
             records: dict[tuple[int, bool], Entry] = {}
             assert self.root is not None
             # absent or damaged: translate afresh, and overwrite it at exit

@@ -104,6 +104,7 @@ class Program:
             try:
                 machine.run()
                 machine.pending[0] = False
+                cpu.reservation = None  # a handler may run between LR and SC: the SC must then fail
                 kernel.deliver_signals(cpu)
             except GuestExit as done:
                 return done.status
