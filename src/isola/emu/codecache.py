@@ -20,7 +20,7 @@ import marshal
 import os
 
 # CPython's own SHA-1 rather than hashlib: hashlib loads OpenSSL, which costs ~3 ms of every start-up.
-from _sha1 import sha1
+import _sha1  # type: ignore[import-not-found]
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,14 +33,15 @@ Record = tuple[Any, int, int, list[int], list[int], int]
 Entry = tuple[Record, tuple[tuple[int, str], ...]]
 
 
+def _sha1_hex(data: bytes) -> str:
+    return str(_sha1.sha1(data).hexdigest())
+
+
 def _translator_version() -> bytes:
     """Translations change when the translator does: key them by its source and the Python bytecode magic."""
-    digest = sha1(importlib.util.MAGIC_NUMBER)
     here = Path(__file__).parent
-    for name in ("translate.py", "codegen.py", "fpgen.py"):
-        digest.update((here / name).read_bytes())
-    version: bytes = digest.digest()
-    return version
+    sources = b"".join((here / name).read_bytes() for name in ("translate.py", "codegen.py", "fpgen.py"))
+    return _sha1_hex(importlib.util.MAGIC_NUMBER + sources).encode()
 
 
 def default_root() -> Path | None:
@@ -89,7 +90,7 @@ class CodeCache:
         """A page's key (from its current bytes) and cached entries, read from disk on first use."""
         known = self._pages.get(page)
         if known is None:
-            key = sha1(self._version + page.to_bytes(8, "little") + read_page(page)).hexdigest()
+            key = _sha1_hex(self._version + page.to_bytes(8, "little") + read_page(page))
             records: dict[tuple[int, bool], Entry] = {}
             assert self.root is not None
             # absent or damaged: translate afresh, and overwrite it at exit
