@@ -14,13 +14,12 @@ cannot be written, turns the cache off.
 
 from __future__ import annotations
 
+# CPython's own SHA-1 rather than hashlib: hashlib loads OpenSSL, which costs ~3 ms of every start-up.
+import _sha1  # type: ignore[import-not-found]
 import contextlib
 import importlib.util
 import marshal
 import os
-
-# CPython's own SHA-1 rather than hashlib: hashlib loads OpenSSL, which costs ~3 ms of every start-up.
-import _sha1  # type: ignore[import-not-found]
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
