@@ -50,10 +50,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_sysroot() -> Path | None:
+def default_sysroot(program: str) -> Path | None:
+    """The riscv64 libc6 of `isola assets`, for a dynamically linked program; none for a static one (reading
+    the asset manifest costs start-up time a static program need not pay)."""
     from isola import paths
     from isola.assets import manifest
+    from isola.linux import elf
 
+    try:
+        with open(program, "rb") as f:
+            head = f.read(65536)
+        if elf.parse(head, machine=elf.EM_RISCV).interp is None:
+            return None
+    except (OSError, errors.FormatError):
+        return None  # the loader will report it properly
     try:
         return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "riscv64", "sysroot")
     except errors.NotFoundError:
@@ -81,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         envp = guest_environment(args.set_env, args.unset_env)
-        sysroot = Path(args.sysroot) if args.sysroot else default_sysroot()
+        sysroot = Path(args.sysroot) if args.sysroot else default_sysroot(args.program)
         guest_argv = [args.argv0 or args.program, *args.args]
         program = Program(
             args.program,

@@ -222,7 +222,6 @@ class Kernel(Generic[CpuT]):
         from isola.linux.files import Files
         from isola.linux.process import Process
         from isola.linux.signals import Signals
-        from isola.linux.strace import Strace
         from isola.linux.timeident import TimeIdent
 
         self.abi = abi
@@ -236,7 +235,11 @@ class Kernel(Generic[CpuT]):
         self.loader = loader
         self.pending = pending if pending is not None else [False]
         self.private_fds: set[int] = set()
-        self.trace = Strace(self, strace) if strace is not None else None
+        self.trace = None
+        if strace is not None:  # imported only when tracing: start-up time counts for short programs
+            from isola.linux.strace import Strace
+
+            self.trace = Strace(self, strace)
         if strace is not None:
             with contextlib.suppress(OSError):  # io.StringIO has no descriptor
                 if strace.fileno() > 2:
