@@ -26,9 +26,9 @@ from typing import Any
 
 from isola import paths
 
-# A record: (code object, n, end, pcs, lines, loop_len), everything `Block` needs but the function, under
-# the key (start, hot). A hot block may span pages: its entry also carries the digests of the other pages.
-Record = tuple[Any, int, int, list[int], list[int], int]
+# A record: (code object, n, pcs, ends, nexts, offsets, lines): everything `Block` needs but the function,
+# under the key (start, hot). A hot block may span pages: its entry also carries the other pages' digests.
+Record = tuple[Any, int, list[int], list[int], list[int], list[int], list[int]]
 Entry = tuple[Record, tuple[tuple[int, str], ...]]
 
 

@@ -119,8 +119,9 @@ class Machine:
             **fpgen.namespace(),
         }  # fmt: skip
 
-    def csr(self, number: int, op: str, value: int, writes: bool) -> int:
-        """csrrw/csrrs/csrrc on the user-level CSRs; anything else is an illegal instruction."""
+    def csr(self, number: int, op: str, value: int, writes: bool, retired: int) -> int:
+        """csrrw/csrrs/csrrc on the user-level CSRs; anything else is an illegal instruction. `retired` is the
+        number of instructions of the current block that ran before this one."""
         cpu = self.cpu
         if number == CSR_FFLAGS:
             old = cpu.fflags
@@ -129,7 +130,7 @@ class Machine:
         elif number == CSR_FCSR:
             old = cpu.fcsr
         elif number in (CSR_CYCLE, CSR_INSTRET):
-            old = cpu.instret
+            old = cpu.instret + retired
         elif number == CSR_TIME:
             old = (time.monotonic_ns() - self.start_ns) * TIMEBASE_HZ // 1_000_000_000
         else:
@@ -157,23 +158,21 @@ class Machine:
         x, f = cpu.x, cpu.f
         pending = self.pending
         pc = cpu.pc
-        n = 0
         blk: Block | None = None
         try:
+            # cpu.instret is kept current at every block boundary, so a counter CSR read inside a block is
+            # exact: the count at the block's entry plus the instructions before it in the block.
             while not pending[0]:
                 blk = cache.get(pc)
                 if blk is None:
                     blk = translate(pc)
                 pc = blk.fn(x, f, cpu)
-                n += blk.n
+                cpu.instret += blk.n
         except BaseException as exc:
-            cpu.instret += n
-            n = 0
             self._locate(exc, blk, pc)
             pc = cpu.pc  # the precise pc _locate found; the `finally` below must not undo it
             raise
         finally:
-            cpu.instret += n
             cpu.pc = pc
 
     def _locate(self, exc: BaseException, blk: Block | None, pc: int) -> None:
@@ -194,13 +193,13 @@ class Machine:
         if "ff" in frame_locals:
             self.cpu.fflags = frame_locals["ff"]
         index = blk.index_of_line(frame_tb.tb_lineno)
-        loops = frame_locals.get("k", 0) if blk.loop_len else 0
-        done = loops * blk.loop_len + index
+        done = frame_locals.get("c", 0) + blk.offsets[index] - 1  # c: instructions of completed loop iterations
         if isinstance(exc, CodeChanged) or not isinstance(exc, TRAPS):
             done += 1  # the instruction completed: a store that hit code, or an ecall whose syscall ended the run
-            index += 1
+            self.cpu.pc = blk.nexts[index]
+        else:
+            self.cpu.pc = blk.pcs[index]
         self.cpu.instret += done
-        self.cpu.pc = blk.pcs[index] if index < blk.n else blk.end
         exc.guest_addr = frame_locals.get("a")  # type: ignore[attr-defined]
 
     def trap_of(self, exc: BaseException) -> Trap | None:

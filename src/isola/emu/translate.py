@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from isola.emu.codecache import CodeCache
+from isola.emu.codecache import CodeCache, Record
 from isola.emu.codegen import MASK, SIGN, M, S, addr, load_expr, s32, setx, signed, store_lines, sx32, xr
 from isola.emu.fpgen import FP_EMITTERS
 from isola.emu.isa import IllegalInstruction, Insn, decode_at
@@ -31,6 +31,8 @@ from isola.emu.ops import amo_ops
 from isola.linux.guest import PAGE_SHIFT, PROT_EXEC, GuestFault
 
 MAX_BLOCK = 96
+RETIRED = "@retired"  # in a CSR call: replaced by the instructions of the block that ran before it
+MAX_DETOUR = 24  # instructions of a loop's other arm that may be folded into the loop
 HOT_AFTER = 32  # executions of a cold (basic) block before it is retranslated as an optimised superblock
 LOOP_BUDGET = 50_000  # iterations of a folded loop between returns to the run loop
 
@@ -71,23 +73,26 @@ STORE_FMT = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
 
 @dataclass
 class Block:
-    """One translated block. `lines[i]` is the index of the guest instruction that line i of the source
-    belongs to (0 for the prologue), for mapping a trap back to its pc."""
+    """One translated block. Its instructions are numbered: the main path 0..n-1 in execution order, then the
+    instructions of loop detours. For instruction i, `pcs[i]` is its address, `ends[i]` the byte after it,
+    `nexts[i]` the pc that follows it in this block, and `offsets[i]` how many instructions of the current
+    loop iteration (or of the block, without a loop) have run once it completes. `lines[l]` is the instruction
+    that line l+1 of the source belongs to, for mapping a trap back to its pc."""
 
     start: int
-    end: int  # the pc after the last instruction
     n: int
     pcs: list[int]
+    ends: list[int]
+    nexts: list[int]
+    offsets: list[int]
     fn: Callable[[list[int], list[int], Any], int]
     code: Any
     lines: list[int]
-    first_line: int
-    loop_len: int  # instructions per iteration of the folded loop, 0 if the block has none
     pages: tuple[int, ...]
     source: str = field(repr=False, default="")
 
     def index_of_line(self, lineno: int) -> int:
-        i = lineno - self.first_line
+        i = lineno - 1
         return self.lines[i] if 0 <= i < len(self.lines) else 0
 
 
@@ -188,47 +193,82 @@ class Translator:
         if cache.enabled:
             self.mem.fetch_check(start, 2)  # what decoding would have checked (the other pages: see below)
             hit = cache.lookup(page, start, hot, self._page_bytes)
-            pages = self._pages_of(hit[3], hit[2]) if hit is not None else set()
+            pages = self._pages_of(hit[2], hit[3]) if hit is not None else set()
             if hit is not None and all((self.mem.prot_at(p << PAGE_SHIFT) or 0) & PROT_EXEC for p in pages):
                 blk = self._install(start, *hit)
                 self.stats.cached += 1
                 self.stats.translate_s += time.perf_counter() - t0
                 return blk
         insns = self._decode_block(start, hot)
-        n = len(insns)
         back_edge = next(
             (j for j, (pc, i) in enumerate(insns) if i.mnemonic in BACK_EDGES and (pc + i.imm) & MASK == start), None
         )
         if back_edge is not None and any(i.mnemonic in NO_LOOP for _, i in insns[: back_edge + 1]):
             back_edge = None  # the loop reads counters: run it one pass at a time
-        src, lines = _BlockSource(insns, back_edge, hot).source(start)
+        detours: dict[int, list[tuple[int, Insn]]] = {}
+        if hot and back_edge is not None:
+            for i, (pc, insn) in enumerate(insns[:back_edge]):
+                if insn.mnemonic in BRANCH_COND:
+                    path = self._detour((pc + insn.imm) & MASK, start)
+                    if path:
+                        detours[i] = path
+        layout = _Layout(insns, back_edge, detours, start)
+        src, lines = _BlockSource(layout, hot).source(start)
         code = compile(src, f"<guest {start:#x}>", "exec")
-        last_pc, last = insns[-1]
-        end = last_pc + last.length
-        loop_len = 0 if back_edge is None else back_edge + 1
-        blk = self._install(start, code, n, end, [pc for pc, _ in insns], lines, loop_len, src)
+        record: Record = (code, len(insns), layout.pcs, layout.ends, layout.nexts, layout.offsets, lines)
+        blk = self._install(start, *record, src=src)
         if cache.enabled:
-            cache.add(page, start, hot, (code, n, end, blk.pcs, lines, loop_len), blk.pages, self._page_bytes)
+            cache.add(page, start, hot, record, blk.pages, self._page_bytes)
         self.stats.blocks += 1
         self.stats.translate_s += time.perf_counter() - t0
         return blk
+
+    def _detour(self, target: int, head: int) -> list[tuple[int, Insn]] | None:
+        """The straight path from a side exit's `target` back to the loop `head`, if it is short and plain
+        (no system instruction, no indirect jump): the loop can then take that arm without leaving the block."""
+        path: list[tuple[int, Insn]] = []
+        pc = target
+        while len(path) < MAX_DETOUR:
+            if pc == head:
+                return path or None
+            if any(pc == p for p, _ in path):
+                return None
+            try:
+                insn = decode_at(self._fetch16, pc)
+            except (IllegalInstruction, GuestFault):
+                return None
+            mn = insn.mnemonic
+            if mn in ENDS_BLOCK or mn in NO_LOOP or not (mn in _EMITTERS or mn in FP_EMITTERS or mn in BACK_EDGES):
+                return None
+            path.append((pc, insn))
+            pc = (pc + insn.imm) & MASK if mn == "jal" else pc + insn.length
+        return None
 
     def _page_bytes(self, page: int) -> bytes:
         return self.mem.buf[page << PAGE_SHIFT : (page + 1) << PAGE_SHIFT]
 
     @staticmethod
-    def _pages_of(pcs: list[int], end: int) -> set[int]:
-        return {pc >> PAGE_SHIFT for pc in pcs} | {(end - 1) >> PAGE_SHIFT}
+    def _pages_of(pcs: list[int], ends: list[int]) -> set[int]:
+        return {pc >> PAGE_SHIFT for pc in pcs} | {(end - 1) >> PAGE_SHIFT for end in ends}
 
     def _install(
-        self, start: int, code: Any, n: int, end: int, pcs: list[int], lines: list[int], loop_len: int, src: str = ""
+        self,
+        start: int,
+        code: Any,
+        n: int,
+        pcs: list[int],
+        ends: list[int],
+        nexts: list[int],
+        offsets: list[int],
+        lines: list[int],
+        src: str = "",
     ) -> Block:
         """Make the block's function from its compiled module code and enter it in the cache."""
         ns: dict[str, Any] = {}
         exec(code, self.namespace, ns)
         fn = ns["block"]
-        pages = self._pages_of(pcs, end)
-        blk = Block(start, end, n, pcs, fn, fn.__code__, lines, 1, loop_len, tuple(sorted(pages)), src)
+        pages = tuple(sorted(self._pages_of(pcs, ends)))
+        blk = Block(start, n, pcs, ends, nexts, offsets, fn, fn.__code__, lines, pages, src)
         old = self.cache.get(start)
         if old is not None:  # a promotion: the cold block's pages no longer need to know it
             for p in old.pages:
@@ -241,6 +281,34 @@ class Translator:
         return blk
 
 
+class _Layout:
+    """The numbering of a block's instructions (see `Block`) and what follows from it."""
+
+    def __init__(
+        self,
+        insns: list[tuple[int, Insn]],
+        back_edge: int | None,
+        detours: dict[int, list[tuple[int, Insn]]],
+        start: int,
+    ) -> None:
+        self.insns = insns
+        self.n = len(insns)
+        self.back_edge = back_edge
+        self.detours = detours
+        self.order: list[tuple[int, Insn]] = list(insns)  # every instruction, by number
+        self.offsets = [i + 1 for i in range(self.n)]
+        self.nexts = [insns[i + 1][0] for i in range(self.n - 1)] + [insns[-1][0] + insns[-1][1].length]
+        self.first: dict[int, int] = {}  # branch number -> number of its detour's first instruction
+        for branch, path in detours.items():
+            self.first[branch] = len(self.order)
+            for p, (pc, insn) in enumerate(path):
+                self.order.append((pc, insn))
+                self.offsets.append(branch + 1 + p + 1)
+                self.nexts.append(path[p + 1][0] if p + 1 < len(path) else start)
+        self.pcs = [pc for pc, _ in self.order]
+        self.ends = [pc + insn.length for pc, insn in self.order]
+
+
 class _BlockSource:
     """The Python source of one block.
 
@@ -251,46 +319,47 @@ class _BlockSource:
     instead, so the fast path pays nothing for precision.
 
     Instruction counting: the run loop adds `n` whenever a block returns, so every exit that ran a different
-    number of instructions corrects `cpu.instret` itself: at an exit after instruction `idx`, `k` iterations
-    of the folded loop (`L` instructions each) plus `idx + 1` instructions have run.
+    number of instructions corrects `cpu.instret` itself. In a folded loop, `c` counts the instructions of
+    the iterations completed so far (iterations through a detour are longer), and an exit after instruction
+    i adds `c + offsets[i] - n`.
     """
 
     WRITEBACK = "@writeback"
     SYSCALL = "@syscall"  # stays `x[10] = SYSCALL()` in every tier: the kernel works on the lists
 
-    def __init__(self, insns: list[tuple[int, Insn]], back_edge: int | None, hot: bool) -> None:
-        self.insns = insns
-        self.n = len(insns)
-        self.back_edge = back_edge
-        self.loop_len = 0 if back_edge is None else back_edge + 1
+    def __init__(self, layout: _Layout, hot: bool) -> None:
+        self.layout = layout
+        self.n = layout.n
+        self.back_edge = layout.back_edge
         self.hot = hot
 
     def count(self, idx: int) -> list[str]:
-        """The correction of `cpu.instret` for leaving the block after instruction `idx`."""
-        terms = [f"k * {self.loop_len}"] if self.loop_len else []
-        if idx + 1 != self.n:
-            terms.append(str(idx + 1 - self.n))
+        """The correction of `cpu.instret` for leaving the block after instruction `idx` (-1: before any)."""
+        const = (self.layout.offsets[idx] if idx >= 0 else 0) - self.n
+        terms = (["c"] if self.back_edge is not None else []) + ([str(const)] if const else [])
         return [f"cpu.instret += {' + '.join(terms)}"] if terms else []
 
     def exit(self, idx: int, target: str) -> list[str]:
         return [*self.count(idx), self.WRITEBACK, f"return {target}"]
 
     def source(self, start: int) -> tuple[str, list[int]]:
-        owners: list[int] = []  # the instruction index of each body line
+        owners: list[int] = []  # the instruction number of each body line
         body: list[str] = []
-        for idx, (pc, insn) in enumerate(self.insns):
+
+        def emit(idx: int, indent: str, lines: list[str]) -> None:
+            body.extend(indent + line for line in lines)
+            owners.extend([idx] * len(lines))
+
+        for idx, (pc, insn) in enumerate(self.layout.insns):
             indent = "        " if self.back_edge is not None and idx <= self.back_edge else "    "
-            for line in self.instruction(idx, pc, insn):
-                body.append(indent + line)
-                owners.append(idx)
+            if idx in self.layout.detours:
+                self.detour(idx, pc, insn, indent, emit)
+            else:
+                emit(idx, indent, self.instruction(idx, pc, insn))
             if idx == self.back_edge:
-                for line in self.budget_exit(start):
-                    body.append("    " + line)
-                    owners.append(idx)
+                emit(idx, "    ", self.budget_exit(start))
             if idx == self.back_edge == self.n - 1:  # the loop's exit is also the block's: after the loop
-                for line in self.exit(idx, str(pc + insn.length)):
-                    body.append("    " + line)
-                    owners.append(idx)
+                emit(idx, "    ", self.exit(idx, str(pc + insn.length)))
         text = "\n".join(body)
         if self.hot:
             text = FP_REG.sub(r"f\1", INT_REG.sub(r"r\1", text))
@@ -304,8 +373,8 @@ class _BlockSource:
         uses_ff = FLAGS_LOCAL.search(text) is not None
         if uses_ff:
             prologue.append("    ff = cpu.fflags")
-        if self.loop_len:  # k: the whole iterations done before the current one
-            prologue.append(f"    for k in range({LOOP_BUDGET}):")
+        if self.back_edge is not None:  # c: the instructions of the iterations completed so far
+            prologue += ["    c = 0", f"    for _ in range({LOOP_BUDGET}):"]
         signature = "x, f, cpu" if self.hot else f"x, f, cpu, _c=[{HOT_AFTER}]"
         out = [f"def block({signature}):  # {start:#x}", *prologue]
         lines = [0] * len(out)
@@ -324,6 +393,22 @@ class _BlockSource:
             lines += [idx] * len(expanded)
         return "\n".join(out) + "\n", lines
 
+    def detour(self, idx: int, pc: int, insn: Insn, indent: str, emit: Callable[[int, str, list[str]], None]) -> None:
+        """A branch whose taken arm comes back to the loop head: run that arm here and go round again."""
+        emit(idx, indent, [f"if {self.condition(insn)}:"])
+        first = self.layout.first[idx]
+        path = self.layout.detours[idx]
+        for k, (dpc, dinsn) in enumerate(path):
+            emit(first + k, indent + "    ", self.instruction(first + k, dpc, dinsn))
+        last = first + len(path) - 1
+        emit(last, indent + "    ", [f"c += {self.layout.offsets[last]}", "continue"])
+
+    @staticmethod
+    def condition(insn: Insn) -> str:
+        return BRANCH_COND[insn.mnemonic].format(
+            a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2)
+        )
+
     def instruction(self, idx: int, pc: int, insn: Insn) -> list[str]:
         mn = insn.mnemonic
         nxt = pc + insn.length
@@ -331,8 +416,7 @@ class _BlockSource:
         if idx == self.back_edge:
             return self.loop_back(idx, insn)
         if mn in BRANCH_COND:
-            cond = BRANCH_COND[mn].format(a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2))
-            side = [f"if {cond}:", *("    " + s for s in self.exit(idx, str((pc + insn.imm) & MASK)))]
+            side = [f"if {self.condition(insn)}:", *("    " + s for s in self.exit(idx, str((pc + insn.imm) & MASK)))]
             return side + (self.exit(idx, str(nxt)) if last else [])
         if mn == "jal":
             link = setx(insn.rd, str(nxt))
@@ -350,21 +434,22 @@ class _BlockSource:
         emitter = _EMITTERS.get(mn) or FP_EMITTERS.get(mn)
         if emitter is None:
             raise IllegalInstruction(pc, insn.raw, insn.length)  # decodable, but not in user mode (mret, wfi…)
-        return emitter(pc, insn, nxt) + (self.exit(idx, str(nxt)) if last else [])
+        lines = emitter(pc, insn, nxt)
+        if mn.startswith("csr"):  # counters read exactly: how many instructions of this block ran before
+            lines = [line.replace(RETIRED, str(self.layout.offsets[idx] - 1)) for line in lines]
+        return lines + (self.exit(idx, str(nxt)) if last else [])
 
     def loop_back(self, idx: int, insn: Insn) -> list[str]:
         """The first jump back to the block's start: go round again, within the budget."""
-        pc = self.insns[idx][0]
+        pc = self.layout.insns[idx][0]
+        again = [f"c += {idx + 1}", "continue"]
         if insn.mnemonic == "jal":
-            return [*setx(insn.rd, str(pc + insn.length)), "continue"]
-        cond = BRANCH_COND[insn.mnemonic].format(
-            a=xr(insn.rs1), b=xr(insn.rs2), sa=signed(insn.rs1), sb=signed(insn.rs2)
-        )
-        return [f"if {cond}: continue", "break"]
+            return [*setx(insn.rd, str(pc + insn.length)), *again]
+        return [f"if {self.condition(insn)}:", *("    " + line for line in again), "break"]
 
     def budget_exit(self, start: int) -> list[str]:
         """The folded loop ran LOOP_BUDGET whole iterations: return to the run loop (signals get a look in)."""
-        lines = [f"cpu.instret += {LOOP_BUDGET * self.loop_len - self.n}", self.WRITEBACK, f"return {start}"]
+        lines = [*self.count(-1), self.WRITEBACK, f"return {start}"]
         return ["else:", *("    " + line for line in lines)]
 
 
@@ -453,7 +538,7 @@ def _csr(pc: int, i: Insn, nxt: int) -> list[str]:
     value = str(i.imm) if imm_form else xr(i.rs1)
     # csrrs/csrrc with x0 (or uimm 0) only read, and must not trap on a read-only CSR
     writes = op == "w" or (i.imm if imm_form else i.rs1) != 0
-    call = f"CSR({i.csr}, '{op}', {value}, {writes})"
+    call = f"CSR({i.csr}, '{op}', {value}, {writes}, {RETIRED})"
     # The block's copies of fflags and frm are handed over to the CSR and taken back after it.
     return ["cpu.fflags = ff", *(setx(i.rd, call) or [call]), "ff = cpu.fflags", "rm = cpu.frm"]
 
