@@ -4,12 +4,14 @@ initial stack compared with what the host's own kernel builds for an x86-64 prog
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import os
 import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from isola.assets import manifest
 from isola.emu.memory import FlatMemory
 from isola.errors import FormatError, IsolaError, NotFoundError, UsageError
 from isola.linux import binfmt, elf
+from isola.linux.abi.riscv64 import ABI as RISCV64
 from isola.linux.binfmt import (
     AT_BASE,
     AT_CLKTCK,
@@ -40,16 +43,30 @@ from isola.linux.binfmt import (
     AT_RANDOM,
     AT_SECURE,
     AT_UID,
-    RISCV64,
-    X86_64,
     ArgumentListTooLongError,
     Credentials,
     LoadedProgram,
     NotExecutableError,
 )
+from isola.linux.elf import EM_X86_64
 from isola.linux.guest import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, GuestMemory
 from isola.linux.mm import AddressSpace, page_up
 from tests.unit.test_elf import DATA, STACK, TEXT, build_elf, dynamic_elf, static_elf
+
+
+@dataclass(frozen=True)
+class _X86_64:
+    """The exec facts of x86-64 (CPUID.1:EDX and FSGSBASE of an ordinary CPU), until isola has that ABI."""
+
+    elf_machine: int = EM_X86_64
+    hwcap: int = 0x178BFBFF
+    hwcap2: int | None = 0x2
+    platform: str | None = "x86_64"
+    stack_size: int = 8 << 20
+
+
+X86_64 = _X86_64()
+rv_load = functools.partial(binfmt.load, abi=RISCV64)  # a call may still pass abi=X86_64
 
 GIB4 = 1 << 32
 RX, RW = PROT_READ | PROT_EXEC, PROT_READ | PROT_WRITE
@@ -72,7 +89,7 @@ def asset(arch: str, role: str) -> Path:
 
 @pytest.fixture
 def aspace() -> AddressSpace:
-    return binfmt.new_address_space(FlatMemory(GIB4))
+    return binfmt.new_address_space(FlatMemory(GIB4), RISCV64)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +165,7 @@ def check_phdr(mem: GuestMemory, prog: LoadedProgram) -> None:
 def test_static_busybox(aspace: AddressSpace) -> None:
     busybox = asset("riscv64", "busybox")
     env = ["PATH=/bin:/usr/bin", "LANG=C.UTF-8"]
-    prog = binfmt.load(aspace, str(busybox), ["busybox", "echo", "hi"], env, creds=USER, random=RANDOM)
+    prog = rv_load(aspace, str(busybox), ["busybox", "echo", "hi"], env, creds=USER, random=RANDOM)
     mem = aspace.mem
     e = prog.elf
     assert (e.type, prog.load_bias, prog.interp_base, prog.interp_path) == (elf.ET_EXEC, 0, 0, None)
@@ -197,7 +214,7 @@ def test_dynamic_program_gets_its_interpreter_from_the_sysroot(
 ) -> None:
     sysroot = asset("riscv64", "sysroot")
     program = riscv_programs["dynamic"]
-    prog = binfmt.load(aspace, str(program), ["hello"], [], sysroot=sysroot, random=RANDOM)
+    prog = rv_load(aspace, str(program), ["hello"], [], sysroot=sysroot, random=RANDOM)
     mem = aspace.mem
     e = prog.elf
     assert e.type == elf.ET_DYN and e.interp == "/lib/ld-linux-riscv64-lp64d.so.1"
@@ -226,7 +243,7 @@ def test_dynamic_program_gets_its_interpreter_from_the_sysroot(
 
 def test_static_glibc_program_finds_its_program_headers(aspace: AddressSpace, riscv_programs: dict[str, Path]) -> None:
     program = riscv_programs["static"]
-    prog = binfmt.load(aspace, str(program), ["hello"], [])
+    prog = rv_load(aspace, str(program), ["hello"], [])
     e = prog.elf
     assert e.type == elf.ET_EXEC and e.find(elf.PT_PHDR) is None and e.find(elf.PT_TLS) is not None
     check_segments(aspace, program, e, 0)
@@ -238,7 +255,7 @@ def test_static_pie_goes_to_the_mmap_area_and_its_heap_to_dyn_base(
     aspace: AddressSpace, riscv_programs: dict[str, Path]
 ) -> None:
     program = riscv_programs["static-pie"]
-    prog = binfmt.load(aspace, str(program), ["spie"], [])
+    prog = rv_load(aspace, str(program), ["spie"], [])
     e = prog.elf
     assert e.type == elf.ET_DYN and e.interp is None
     assert prog.load_bias % PAGE_SIZE == 0 and aspace.mmap_base - 0x10000 <= prog.load_bias < aspace.mmap_base
@@ -251,21 +268,21 @@ def test_static_pie_goes_to_the_mmap_area_and_its_heap_to_dyn_base(
 
 def test_the_dynamic_linker_runs_as_a_program(aspace: AddressSpace) -> None:
     ld_so = asset("riscv64", "sysroot") / "usr/lib/riscv64-linux-gnu/ld-linux-riscv64-lp64d.so.1"
-    prog = binfmt.load(aspace, str(ld_so), ["ld.so", "--help"], [])
+    prog = rv_load(aspace, str(ld_so), ["ld.so", "--help"], [])
     assert prog.elf.type == elf.ET_DYN and prog.interp_base == 0 and prog.load_bias > 0
     check_segments(aspace, ld_so, prog.elf, prog.load_bias)
 
 
 def test_x86_64_busybox_with_the_x86_64_abi(aspace: AddressSpace) -> None:
     busybox = asset("amd64", "busybox")
-    prog = binfmt.load(aspace, str(busybox), ["sh"], [], abi=X86_64)
+    prog = rv_load(aspace, str(busybox), ["sh"], [], abi=X86_64)
     _, _, auxv = read_stack(aspace.mem, prog.sp)
     a = dict(auxv)
     assert aspace.mem.read_cstring(a[AT_PLATFORM]) == b"x86_64"
     assert a[AT_HWCAP2] == 2 and [k for k, _ in auxv][-3:] == [AT_HWCAP2, AT_EXECFN, AT_PLATFORM]
     check_segments(aspace, busybox, prog.elf, prog.load_bias)
     with pytest.raises(FormatError, match=r"ELF for x86-64, expected RISC-V"):
-        binfmt.load(aspace, str(busybox), ["sh"], [], abi=RISCV64)
+        rv_load(aspace, str(busybox), ["sh"], [], abi=RISCV64)
 
 
 # -- the host kernel as the reference -----------------------------------------------------------------------
@@ -328,7 +345,7 @@ def test_initial_stack_matches_the_host_kernel(tmp_path: Path) -> None:
     k_sp, k_args, k_envs, k_keys, k_ptrs = stack_layout(ran.stdout.splitlines())
 
     aspace = binfmt.new_address_space(FlatMemory(GIB4), X86_64)
-    prog = binfmt.load(aspace, program, argv, [f"{k}={v}" for k, v in env.items()], abi=X86_64)
+    prog = rv_load(aspace, program, argv, [f"{k}={v}" for k, v in env.items()], abi=X86_64)
     mem, top = aspace.mem, aspace.mem.size
     args, envs, auxv = read_stack(mem, prog.sp)
     our_args = [top - u64(mem, prog.sp + 8 + 8 * i) for i in range(len(args))]
@@ -356,7 +373,7 @@ def test_auxv_keys_are_ones_the_host_kernel_gives() -> None:
         pytest.skip("the host's ld.so does not show the auxv of an x86-64 kernel")
     by_value = {v: k for k, v in vars(binfmt).items() if k.startswith("AT_") and isinstance(v, int)}
     aspace = binfmt.new_address_space(FlatMemory(1 << 28), X86_64)
-    prog = binfmt.load(aspace, "/bin/true", ["true"], [], abi=X86_64, sysroot=Path("/"))
+    prog = rv_load(aspace, "/bin/true", ["true"], [], abi=X86_64, sysroot=Path("/"))
     assert {by_value[k] for k, _ in prog.auxv} <= names
     assert prog.interp_base and prog.entry != prog.elf.entry + prog.load_bias
 
@@ -373,7 +390,7 @@ def write_program(path: Path, data: bytes, mode: int = 0o755) -> str:
 def test_segments_sharing_a_page_get_both_protections(aspace: AddressSpace, tmp_path: Path) -> None:
     data: tuple[int, int, int, int, int, int, int] = (elf.PT_LOAD, elf.PF_R | elf.PF_W, 0x800, 0x10800, 0x80, 0x900, 1)
     program = write_program(tmp_path / "prog", build_elf([TEXT, data, STACK], size=0x880))
-    prog = binfmt.load(aspace, program, ["p"], [])
+    prog = rv_load(aspace, program, ["p"], [])
     mem = aspace.mem
     assert mem.prot_at(0x10000) == RW | PROT_EXEC and mem.prot_at(0x11000) == RW
     raw = Path(program).read_bytes()
@@ -388,7 +405,7 @@ def test_segments_sharing_a_page_get_both_protections(aspace: AddressSpace, tmp_
 
 def test_executable_stack(aspace: AddressSpace, tmp_path: Path) -> None:
     exec_stack = (elf.PT_GNU_STACK, elf.PF_R | elf.PF_W | elf.PF_X, 0, 0, 0, 0, 16)
-    prog = binfmt.load(aspace, write_program(tmp_path / "p", build_elf([TEXT, exec_stack])), ["p"], [])
+    prog = rv_load(aspace, write_program(tmp_path / "p", build_elf([TEXT, exec_stack])), ["p"], [])
     assert aspace.mem.prot_at(prog.sp) == RW | PROT_EXEC
 
 
@@ -396,7 +413,7 @@ def test_program_that_does_not_fit(aspace: AddressSpace, tmp_path: Path) -> None
     high = (elf.PT_LOAD, elf.PF_R | elf.PF_X, 0, 0xFFFF0000, 0x800, 0x800, 0x1000)
     program = write_program(tmp_path / "p", build_elf([high], entry=0xFFFF0100))
     with pytest.raises(FormatError, match=r"p: segments at 0xffff0000-0xffff1000 do not fit in guest memory"):
-        binfmt.load(aspace, program, ["p"], [])
+        rv_load(aspace, program, ["p"], [])
 
 
 # -- errors: one line, the path in it, and the old image intact ----------------------------------------------
@@ -405,7 +422,7 @@ def test_program_that_does_not_fit(aspace: AddressSpace, tmp_path: Path) -> None
 @pytest.fixture
 def loaded(aspace: AddressSpace, tmp_path: Path) -> Iterator[AddressSpace]:
     """`aspace` holding a program already, to show that a failed exec leaves it alone."""
-    binfmt.load(aspace, write_program(tmp_path / "old", static_elf()), ["old"], [])
+    rv_load(aspace, write_program(tmp_path / "old", static_elf()), ["old"], [])
     before = aspace.maps_text()
     yield aspace
     assert aspace.maps_text() == before
@@ -415,7 +432,7 @@ def expect(
     err: type[IsolaError], code: int, aspace: AddressSpace, path: str, *, match: str, sysroot: Path | None = None
 ) -> None:
     with pytest.raises(err, match=match) as info:
-        binfmt.load(aspace, path, ["x"], [], sysroot=sysroot)
+        rv_load(aspace, path, ["x"], [], sysroot=sysroot)
     assert "\n" not in str(info.value)
     assert binfmt.exec_errno(info.value) == code
 
@@ -462,10 +479,10 @@ def test_broken_interpreter(loaded: AddressSpace, tmp_path: Path) -> None:
 def test_argument_list_too_long(loaded: AddressSpace, tmp_path: Path) -> None:
     path = write_program(tmp_path / "p", static_elf())
     with pytest.raises(ArgumentListTooLongError) as info:
-        binfmt.load(loaded, path, ["p"], ["X=" + "x" * 100_000] * 30)
+        rv_load(loaded, path, ["p"], ["X=" + "x" * 100_000] * 30)
     assert binfmt.exec_errno(info.value) == errno.E2BIG
     with pytest.raises(ArgumentListTooLongError):
-        binfmt.load(loaded, path, ["p", "y" * 200_000], [])
+        rv_load(loaded, path, ["p", "y" * 200_000], [])
 
 
 def test_resolve_in_sysroot(tmp_path: Path) -> None:
@@ -506,9 +523,9 @@ def test_fuzz_loader(fuzz_root: Path, base: bytes, edits: list[tuple[int, int]],
     for at, value in edits:
         data[at] = value
     path = write_program(fuzz_root / "prog", bytes(data[:cut]))
-    aspace = binfmt.new_address_space(FlatMemory(64 << 20))
+    aspace = binfmt.new_address_space(FlatMemory(64 << 20), RISCV64)
     try:
-        prog = binfmt.load(aspace, path, ["prog", "arg"], ["K=V"], sysroot=fuzz_root)
+        prog = rv_load(aspace, path, ["prog", "arg"], ["K=V"], sysroot=fuzz_root)
     except (FormatError, NotFoundError) as e:
         assert "\n" not in str(e) and path in str(e)
         return
@@ -520,14 +537,14 @@ def test_fuzz_loader(fuzz_root: Path, base: bytes, edits: list[tuple[int, int]],
 def test_failure_past_the_point_of_no_return_leaves_no_image(tmp_path: Path) -> None:
     huge = (elf.PT_LOAD, elf.PF_R | elf.PF_X, 0, 0, 0x800, 60 << 20, 0x1000)
     path = write_program(tmp_path / "huge", build_elf([huge], e_type=elf.ET_DYN, entry=0x100))
-    aspace = binfmt.new_address_space(FlatMemory(64 << 20))
-    binfmt.load(aspace, write_program(tmp_path / "old", static_elf()), ["old"], [])
+    aspace = binfmt.new_address_space(FlatMemory(64 << 20), RISCV64)
+    rv_load(aspace, write_program(tmp_path / "old", static_elf()), ["old"], [])
     with pytest.raises(FormatError, match=r"huge: 0x3c00000 bytes of segments do not fit in guest memory"):
-        binfmt.load(aspace, path, ["huge"], [])
+        rv_load(aspace, path, ["huge"], [])
     assert aspace.vmas == ()
 
 
 def test_nul_in_an_argument(aspace: AddressSpace, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="NUL") as info:
-        binfmt.load(aspace, write_program(tmp_path / "p", static_elf()), ["p", "a\0b"], [])
+        rv_load(aspace, write_program(tmp_path / "p", static_elf()), ["p", "a\0b"], [])
     assert binfmt.exec_errno(info.value) == errno.EINVAL

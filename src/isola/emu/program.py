@@ -50,9 +50,9 @@ class Program:
         memory_size: int = DEFAULT_SIZE,
     ) -> None:
         self.mem = FlatMemory(memory_size)
-        self.aspace = binfmt.new_address_space(self.mem)
+        self.aspace = binfmt.new_address_space(self.mem, ABI)
         self.sysroot = sysroot
-        loaded = binfmt.load(self.aspace, path, argv, envp, sysroot=sysroot)
+        loaded = binfmt.load(self.aspace, path, argv, envp, abi=ABI, sysroot=sysroot)
         self.machine = Machine(self.mem, self._syscall, codecache=CodeCache(default_root()))
         self.cpu = self.machine.cpu
         self.kernel = Kernel(
@@ -81,7 +81,7 @@ class Program:
         self.machine.translator.flush()
 
     def _exec(self, path: str, argv: Sequence[bytes], envp: Sequence[bytes], execfn: bytes) -> tuple[int, int]:
-        loaded = binfmt.load(self.aspace, path, argv, envp, sysroot=self.sysroot, execfn=execfn.decode())
+        loaded = binfmt.load(self.aspace, path, argv, envp, abi=ABI, sysroot=self.sysroot, execfn=execfn.decode())
         self.aspace.set_brk_start(loaded.brk)
         return loaded.entry, loaded.sp
 

@@ -24,9 +24,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from isola.errors import FormatError, IsolaError, NotFoundError, PermissionDeniedError, UsageError
-from isola.linux.elf import EM_RISCV, EM_X86_64, ET_DYN, ET_EXEC, PHDR, PT_PHDR, ElfFile, parse
+from isola.linux.elf import ET_DYN, ET_EXEC, PHDR, PT_PHDR, ElfFile, parse
 from isola.linux.guest import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, GuestMemory, SyscallError
 from isola.linux.mm import (
     MAP_ANONYMOUS,
@@ -65,25 +66,20 @@ STACK_GUARD_GAP = 256 * PAGE_SIZE
 MAX_ARG_STRLEN = 32 * PAGE_SIZE  # Linux's limit on one argument or environment string
 
 
-def _isa_letters(letters: str) -> int:
-    """RISC-V AT_HWCAP: one bit per single-letter extension, bit (letter - 'a')."""
-    return sum(1 << (ord(c) - ord("a")) for c in set(letters))
+class ExecAbi(Protocol):
+    """What exec needs to know about an architecture; `isola.linux.abi` ABIs provide it. Pages are
+    `guest.PAGE_SIZE` on every ABI isola runs."""
 
-
-@dataclass(frozen=True)
-class Abi:
-    """What exec needs to know about an architecture. Pages are `guest.PAGE_SIZE` on every ABI isola runs."""
-
-    machine: int  # e_machine the CPU executes
-    hwcap: int  # AT_HWCAP
-    platform: str | None  # AT_PLATFORM; Linux riscv sets none
-    hwcap2: int | None = None  # AT_HWCAP2, for ABIs whose kernel defines it
-    stack_size: int = 8 << 20  # the stack mapped for the program (RLIMIT_STACK's default)
-
-
-RISCV64 = Abi(EM_RISCV, hwcap=_isa_letters("imafdc"), platform=None)
-# CPUID.1:EDX and FSGSBASE of an ordinary x86-64 CPU; a VMM passes what its vCPU reports.
-X86_64 = Abi(EM_X86_64, hwcap=0x178BFBFF, platform="x86_64", hwcap2=0x2)
+    @property
+    def elf_machine(self) -> int: ...  # e_machine the CPU executes
+    @property
+    def hwcap(self) -> int: ...  # AT_HWCAP
+    @property
+    def hwcap2(self) -> int | None: ...  # AT_HWCAP2, if the ABI's kernel defines it
+    @property
+    def platform(self) -> str | None: ...  # AT_PLATFORM
+    @property
+    def stack_size(self) -> int: ...  # the stack mapped for the program
 
 
 @dataclass(frozen=True)
@@ -153,7 +149,7 @@ def resolve_in_sysroot(sysroot: Path | None, path: str) -> str:
     return path
 
 
-def new_address_space(mem: GuestMemory, abi: Abi = RISCV64) -> AddressSpace:
+def new_address_space(mem: GuestMemory, abi: ExecAbi) -> AddressSpace:
     """An empty address space over `mem` with Linux's mmap_base for a stack of `abi.stack_size`."""
     gap = min(max(abi.stack_size + STACK_GUARD_GAP, MIN_GAP), mem.size // 6 * 5)
     return AddressSpace(mem, mmap_base=_page_down(mem.size - gap))
@@ -165,7 +161,7 @@ def load(
     argv: Sequence[str | bytes],
     envp: Sequence[str | bytes],
     *,
-    abi: Abi = RISCV64,
+    abi: ExecAbi,
     sysroot: Path | None = None,
     execfn: str | None = None,
     creds: Credentials | None = None,
@@ -304,9 +300,9 @@ def _read(path: str, what: str, limit: int) -> bytes:
         raise FormatError(f"{what}: cannot be read ({e})") from None
 
 
-def _parse(data: bytes, what: str, abi: Abi) -> ElfFile:
+def _parse(data: bytes, what: str, abi: ExecAbi) -> ElfFile:
     try:
-        return parse(data, machine=abi.machine)
+        return parse(data, machine=abi.elf_machine)
     except FormatError as e:
         raise FormatError(f"{what}: {e.message}") from None
 

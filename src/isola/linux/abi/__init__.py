@@ -54,6 +54,9 @@ class Abi(ABC, Generic[CpuT]):
     uname_machine: str  # what uname(2) reports in `machine`
     elf_machine: int  # e_machine of the programs execve accepts
     hwcap: int  # AT_HWCAP
+    hwcap2: int | None = None  # AT_HWCAP2, for ABIs whose kernel defines it
+    platform: str | None = None  # AT_PLATFORM (Linux riscv sets none; x86-64 says "x86_64")
+    stack_size: int = 8 << 20  # the stack exec maps for a program (RLIMIT_STACK's default)
     syscalls: Mapping[int, str]  # number -> generic name
     clone_args: tuple[str, ...]  # the names of clone()'s arguments in register order
     minsigstksz: int  # sigaltstack refuses smaller stacks (ENOMEM)
