@@ -1,0 +1,247 @@
+# RV64D: arithmetic in all five rounding modes, static and dynamic, with fflags after every operation;
+# exact fused multiply-add; canonical NaNs; conversions to and from integers and binary32 (rounding,
+# saturation, underflow to subnormals); fmin/fmax with NaNs and signed zeros; fclass; fmv; fsgnj*; compares.
+#
+# binary64 patterns: 1.0 3ff0000000000000  2.0 4000000000000000  3.0 4008000000000000  0.5 3fe0000000000000
+# inf 7ff0000000000000  qNaN 7ff8000000000000  sNaN 7ff0000000000001  max 7fefffffffffffff
+        .include "check.inc"
+        .option norvc
+        START
+        fscsr   zero
+# ---- fadd / fsub ----
+        F2R  d, fadd, 0x00, 0x3ff0000000000000, 0x4000000000000000, 0x4008000000000000
+        F2R5 d, fadd, 0x01, 0x3ff0000000000000, 0x3ca0000000000000, 0x3ff0000000000000, 0x3ff0000000000000, 0x3ff0000000000000, 0x3ff0000000000001, 0x3ff0000000000001
+        F2R5 d, fadd, 0x01, 0xbff0000000000000, 0xbca0000000000000, 0xbff0000000000000, 0xbff0000000000000, 0xbff0000000000001, 0xbff0000000000000, 0xbff0000000000001
+        F2R5 d, fadd, 0x01, 0x3ff0000000000001, 0x3ca0000000000000, 0x3ff0000000000002, 0x3ff0000000000001, 0x3ff0000000000001, 0x3ff0000000000002, 0x3ff0000000000002
+        F2R5 d, fadd, 0x05, 0x7fefffffffffffff, 0x7fefffffffffffff, 0x7ff0000000000000, 0x7fefffffffffffff, 0x7fefffffffffffff, 0x7ff0000000000000, 0x7ff0000000000000
+        F2R5 d, fadd, 0x05, 0xffefffffffffffff, 0xffefffffffffffff, 0xfff0000000000000, 0xffefffffffffffff, 0xfff0000000000000, 0xffefffffffffffff, 0xfff0000000000000
+        F2R5 d, fadd, 0x00, 0x3ff0000000000000, 0xbff0000000000000, 0, 0, 0x8000000000000000, 0, 0
+        F2R  d, fadd, 0x10, 0x7ff0000000000000, 0xfff0000000000000, 0x7ff8000000000000
+        F2R  d, fadd, 0x10, 0x7ff0000000000001, 0x3ff0000000000000, 0x7ff8000000000000
+        F2R  d, fadd, 0x00, 0x7ff8000012345678, 0x3ff0000000000000, 0x7ff8000000000000
+        F2R  d, fadd, 0x00, 0xfff8000000000000, 0x3ff0000000000000, 0x7ff8000000000000
+        F2R  d, fadd, 0x00, 0xffffffff3f800000, 0x3ff0000000000000, 0x7ff8000000000000
+        F2R  d, fadd, 0x00, 0x0000000000000001, 0x000fffffffffffff, 0x0010000000000000
+        F2R5 d, fsub, 0x00, 0x4008000000000000, 0x4008000000000000, 0, 0, 0x8000000000000000, 0, 0
+        F2R5 d, fsub, 0x01, 0x3ff0000000000000, 0x3c90000000000000, 0x3ff0000000000000, 0x3fefffffffffffff, 0x3fefffffffffffff, 0x3ff0000000000000, 0x3ff0000000000000
+        F2R  d, fsub, 0x10, 0xfff0000000000000, 0xfff0000000000000, 0x7ff8000000000000
+        F2R  d, fsub, 0x00, 0x8000000000000000, 0x0000000000000000, 0x8000000000000000
+# ---- fmul ----
+        F2R  d, fmul, 0x00, 0x4000000000000000, 0x4008000000000000, 0x4018000000000000
+        F2R5 d, fmul, 0x05, 0x7fefffffffffffff, 0x4000000000000000, 0x7ff0000000000000, 0x7fefffffffffffff, 0x7fefffffffffffff, 0x7ff0000000000000, 0x7ff0000000000000
+        F2R  d, fmul, 0x00, 0x0010000000000000, 0x3fe0000000000000, 0x0008000000000000
+        F2R5 d, fmul, 0x03, 0x0010000000000001, 0x3fe0000000000000, 0x0008000000000000, 0x0008000000000000, 0x0008000000000000, 0x0008000000000001, 0x0008000000000001
+        F2R5 d, fmul, 0x03, 0x0000000000000001, 0x3fe0000000000000, 0, 0, 0, 1, 1
+        F2R5 d, fmul, 0x03, 0x8000000000000001, 0x3fe0000000000000, 0x8000000000000000, 0x8000000000000000, 0x8000000000000001, 0x8000000000000000, 0x8000000000000001
+        F2R  d, fmul, 0x10, 0x0000000000000000, 0xfff0000000000000, 0x7ff8000000000000
+        F2R  d, fmul, 0x00, 0x8000000000000000, 0x8000000000000000, 0x0000000000000000
+# ---- fdiv ----
+        F2R  d, fdiv, 0x00, 0x4018000000000000, 0x4000000000000000, 0x4008000000000000
+        F2R  d, fdiv, 0x08, 0x3ff0000000000000, 0x0000000000000000, 0x7ff0000000000000
+        F2R  d, fdiv, 0x08, 0x3ff0000000000000, 0x8000000000000000, 0xfff0000000000000
+        F2R  d, fdiv, 0x10, 0x8000000000000000, 0x0000000000000000, 0x7ff8000000000000
+        F2R  d, fdiv, 0x10, 0x7ff0000000000000, 0x7ff0000000000000, 0x7ff8000000000000
+        F2R  d, fdiv, 0x00, 0xfff0000000000000, 0x0000000000000000, 0xfff0000000000000
+        F2R5 d, fdiv, 0x01, 0x3ff0000000000000, 0x4008000000000000, 0x3fd5555555555555, 0x3fd5555555555555, 0x3fd5555555555555, 0x3fd5555555555556, 0x3fd5555555555555
+        F2R5 d, fdiv, 0x01, 0xbff0000000000000, 0x4008000000000000, 0xbfd5555555555555, 0xbfd5555555555555, 0xbfd5555555555556, 0xbfd5555555555555, 0xbfd5555555555555
+        F2R5 d, fdiv, 0x01, 0x4000000000000000, 0x4008000000000000, 0x3fe5555555555555, 0x3fe5555555555555, 0x3fe5555555555555, 0x3fe5555555555556, 0x3fe5555555555555
+# ---- fsqrt ----
+        F1R  d, fsqrt, 0x00, 0x4010000000000000, 0x4000000000000000
+        F1R5 d, fsqrt, 0x01, 0x4000000000000000, 0x3ff6a09e667f3bcd, 0x3ff6a09e667f3bcc, 0x3ff6a09e667f3bcc, 0x3ff6a09e667f3bcd, 0x3ff6a09e667f3bcd
+        F1R  d, fsqrt, 0x10, 0xbff0000000000000, 0x7ff8000000000000
+        F1R  d, fsqrt, 0x00, 0x8000000000000000, 0x8000000000000000
+        F1R  d, fsqrt, 0x00, 0x7ff0000000000000, 0x7ff0000000000000
+        F1R  d, fsqrt, 0x10, 0x7ff0000000000001, 0x7ff8000000000000
+        F1R  d, fsqrt, 0x00, 0x0000000000000004, 0x1e70000000000000
+# ---- fused multiply-add ----
+        F3R  d, fmadd,  0x00, 0x4000000000000000, 0x4008000000000000, 0x3ff0000000000000, 0x401c000000000000
+        F3R  d, fmsub,  0x00, 0x4000000000000000, 0x4008000000000000, 0x3ff0000000000000, 0x4014000000000000
+        F3R  d, fnmsub, 0x00, 0x4000000000000000, 0x4008000000000000, 0x3ff0000000000000, 0xc014000000000000
+        F3R  d, fnmadd, 0x00, 0x4000000000000000, 0x4008000000000000, 0x3ff0000000000000, 0xc01c000000000000
+        F3R  d, fmadd,  0x00, 0x3ff0000002000000, 0x3ff0000002000000, 0xbff0000004000000, 0x3c90000000000000
+        F3R  d, fmsub,  0x00, 0x3ff0000002000000, 0x3ff0000002000000, 0x3ff0000004000000, 0x3c90000000000000
+        F3R  d, fnmadd, 0x00, 0x3ff0000002000000, 0x3ff0000002000000, 0xbff0000004000000, 0xbc90000000000000
+        F3R  d, fnmsub, 0x00, 0x3ff0000002000000, 0x3ff0000002000000, 0x3ff0000004000000, 0xbc90000000000000
+        F3R5 d, fmadd,  0x01, 0x3ff0000000000000, 0x3ff0000000000000, 0x3ca0000000000000, 0x3ff0000000000000, 0x3ff0000000000000, 0x3ff0000000000000, 0x3ff0000000000001, 0x3ff0000000000001
+        F3R5 d, fmadd,  0x00, 0x3ff0000000000000, 0xbff0000000000000, 0x3ff0000000000000, 0, 0, 0x8000000000000000, 0, 0
+        F3R5 d, fmsub,  0x05, 0x7fefffffffffffff, 0x4000000000000000, 0x3ff0000000000000, 0x7ff0000000000000, 0x7fefffffffffffff, 0x7fefffffffffffff, 0x7ff0000000000000, 0x7ff0000000000000
+        F3R  d, fmadd,  0x10, 0x0000000000000000, 0x7ff0000000000000, 0x7ff8000000000000, 0x7ff8000000000000
+        F3R  d, fmadd,  0x10, 0x7ff0000000000000, 0x3ff0000000000000, 0xfff0000000000000, 0x7ff8000000000000
+        F3R  d, fnmadd, 0x10, 0x3ff0000000000000, 0x7ff0000000000001, 0x3ff0000000000000, 0x7ff8000000000000
+        F3R  d, fmadd,  0x00, 0x3ff0000000000000, 0x3ff0000000000000, 0x7ff8000000000001, 0x7ff8000000000000
+# ---- fmin / fmax ----
+        F2 d, fmin, 0x00, 0x3ff0000000000000, 0x4000000000000000, 0x3ff0000000000000
+        F2 d, fmax, 0x00, 0x3ff0000000000000, 0x4000000000000000, 0x4000000000000000
+        F2 d, fmin, 0x00, 0x8000000000000000, 0x0000000000000000, 0x8000000000000000
+        F2 d, fmin, 0x00, 0x0000000000000000, 0x8000000000000000, 0x8000000000000000
+        F2 d, fmax, 0x00, 0x8000000000000000, 0x0000000000000000, 0x0000000000000000
+        F2 d, fmax, 0x00, 0x0000000000000000, 0x8000000000000000, 0x0000000000000000
+        F2 d, fmin, 0x00, 0x7ff8000000000000, 0xbff0000000000000, 0xbff0000000000000
+        F2 d, fmax, 0x00, 0xfff0000000000000, 0x7ff8000000000000, 0xfff0000000000000
+        F2 d, fmin, 0x10, 0x7ff0000000000001, 0x3ff0000000000000, 0x3ff0000000000000
+        F2 d, fmax, 0x10, 0x3ff0000000000000, 0x7ff0000000000001, 0x3ff0000000000000
+        F2 d, fmax, 0x00, 0xfff8000000000001, 0x7ff8000000000002, 0x7ff8000000000000
+        F2 d, fmin, 0x10, 0x7ff0000000000001, 0x7ff8000000000000, 0x7ff8000000000000
+        F2 d, fmin, 0x00, 0x8000000000000001, 0x0000000000000001, 0x8000000000000001
+        F2 d, fmax, 0x00, 0xffffffff3f800000, 0x3ff0000000000000, 0x3ff0000000000000
+# ---- sign injection ----
+        F2 d, fsgnj,  0x00, 0x3ff0000000000000, 0xc000000000000000, 0xbff0000000000000
+        F2 d, fsgnj,  0x00, 0xbff0000000000000, 0x4000000000000000, 0x3ff0000000000000
+        F2 d, fsgnjn, 0x00, 0x3ff0000000000000, 0xc000000000000000, 0x3ff0000000000000
+        F2 d, fsgnjn, 0x00, 0x3ff0000000000000, 0x4000000000000000, 0xbff0000000000000
+        F2 d, fsgnjx, 0x00, 0xbff0000000000000, 0xc000000000000000, 0x3ff0000000000000
+        F2 d, fsgnjx, 0x00, 0xbff0000000000000, 0x4000000000000000, 0xbff0000000000000
+        F2 d, fsgnj,  0x00, 0x7ff8000012345678, 0x8000000000000000, 0xfff8000012345678
+        F2 d, fsgnjn, 0x00, 0x7ff0000000000001, 0x0000000000000000, 0xfff0000000000001
+        F2 d, fsgnj,  0x00, 0xffffffff3f800000, 0x0000000000000000, 0x7fffffff3f800000
+        FSET d, fa1, 0xc008000000000000
+        fneg.d  fa0, fa1
+        CHECKF  fa0, 0x4008000000000000
+        fabs.d  fa0, fa1
+        CHECKF  fa0, 0x4008000000000000
+        fmv.d   fa0, fa1
+        CHECKF  fa0, 0xc008000000000000
+        CHECKFLAGS 0
+# ---- compares ----
+        FCMP d, feq, 0x00, 0x3ff0000000000000, 0x3ff0000000000000, 1
+        FCMP d, feq, 0x00, 0x3ff0000000000000, 0x3ff0000000000001, 0
+        FCMP d, feq, 0x00, 0x8000000000000000, 0x0000000000000000, 1
+        FCMP d, feq, 0x00, 0x7ff8000000000000, 0x7ff8000000000000, 0
+        FCMP d, feq, 0x10, 0x7ff0000000000001, 0x3ff0000000000000, 0
+        FCMP d, flt, 0x00, 0x3ff0000000000000, 0x3ff0000000000001, 1
+        FCMP d, flt, 0x00, 0x3ff0000000000001, 0x3ff0000000000000, 0
+        FCMP d, flt, 0x00, 0x8000000000000000, 0x0000000000000000, 0
+        FCMP d, flt, 0x00, 0xfff0000000000000, 0xffefffffffffffff, 1
+        FCMP d, flt, 0x00, 0xbff0000000000001, 0xbff0000000000000, 1
+        FCMP d, flt, 0x10, 0x7ff8000000000000, 0x3ff0000000000000, 0
+        FCMP d, flt, 0x10, 0x3ff0000000000000, 0x7ff0000000000001, 0
+        FCMP d, fle, 0x00, 0x3ff0000000000000, 0x3ff0000000000000, 1
+        FCMP d, fle, 0x00, 0x0000000000000000, 0x8000000000000000, 1
+        FCMP d, fle, 0x00, 0x4000000000000000, 0x3ff0000000000000, 0
+        FCMP d, fle, 0x10, 0x7ff8000000000000, 0x3ff0000000000000, 0
+# ---- fclass ----
+        FCLASS d, 0xfff0000000000000, 0x001
+        FCLASS d, 0xbff0000000000000, 0x002
+        FCLASS d, 0x800fffffffffffff, 0x004
+        FCLASS d, 0x8000000000000000, 0x008
+        FCLASS d, 0x0000000000000000, 0x010
+        FCLASS d, 0x0000000000000001, 0x020
+        FCLASS d, 0x7fefffffffffffff, 0x040
+        FCLASS d, 0x0010000000000000, 0x040
+        FCLASS d, 0x7ff0000000000000, 0x080
+        FCLASS d, 0x7ff0000000000001, 0x100
+        FCLASS d, 0x7ff7ffffffffffff, 0x100
+        FCLASS d, 0x7ff8000000000000, 0x200
+        FCLASS d, 0xffffffff3f800000, 0x200
+# ---- fcvt to integers ----
+        FTOI5 d, fcvt.w.d, 0x01, 0x3ff8000000000000, 2, 1, 1, 2, 2
+        FTOI5 d, fcvt.w.d, 0x01, 0xc004000000000000, -2, -2, -3, -2, -3
+        FTOI1 d, fcvt.w.d, rne, 0x10, 0x41dfffffffe00000, 0x7fffffff
+        FTOI1 d, fcvt.w.d, rtz, 0x01, 0x41dfffffffe00000, 0x7fffffff
+        FTOI1 d, fcvt.w.d, rdn, 0x01, 0x41dfffffffe00000, 0x7fffffff
+        FTOI1 d, fcvt.w.d, rup, 0x10, 0x41dfffffffe00000, 0x7fffffff
+        FTOI1 d, fcvt.w.d, rmm, 0x10, 0x41dfffffffe00000, 0x7fffffff
+        FTOI1 d, fcvt.w.d, rne, 0x01, 0xc1e0000000100000, 0xffffffff80000000
+        FTOI1 d, fcvt.w.d, rtz, 0x01, 0xc1e0000000100000, 0xffffffff80000000
+        FTOI1 d, fcvt.w.d, rdn, 0x10, 0xc1e0000000100000, 0xffffffff80000000
+        FTOI1 d, fcvt.w.d, rup, 0x01, 0xc1e0000000100000, 0xffffffff80000000
+        FTOI1 d, fcvt.w.d, rmm, 0x10, 0xc1e0000000100000, 0xffffffff80000000
+        FTOI  d, fcvt.w.d, 0x00, 0x41dfffffffc00000, 0x7fffffff
+        FTOI  d, fcvt.w.d, 0x10, 0x7ff8000000000000, 0x7fffffff
+        FTOI  d, fcvt.w.d, 0x10, 0xfff0000000000000, 0xffffffff80000000
+        FTOI  d, fcvt.wu.d, 0x00, 0x41efffffffe00000, 0xffffffffffffffff
+        FTOI  d, fcvt.wu.d, 0x00, 0x41e0000000000000, 0xffffffff80000000
+        FTOI  d, fcvt.wu.d, 0x10, 0x41f0000000000000, 0xffffffffffffffff
+        FTOI  d, fcvt.wu.d, 0x10, 0xbff0000000000000, 0
+        FTOI  d, fcvt.wu.d, 0x10, 0x7ff0000000000001, 0xffffffffffffffff
+        FTOI5 d, fcvt.l.d, 0x01, 0x3ff8000000000000, 2, 1, 1, 2, 2
+        FTOI  d, fcvt.l.d, 0x00, 0x43dfffffffffffff, 0x7ffffffffffffc00
+        FTOI  d, fcvt.l.d, 0x00, 0xc3e0000000000000, 0x8000000000000000
+        FTOI  d, fcvt.l.d, 0x10, 0x43e0000000000000, 0x7fffffffffffffff
+        FTOI  d, fcvt.l.d, 0x10, 0xc3e0000000000001, 0x8000000000000000
+        FTOI  d, fcvt.l.d, 0x10, 0x7ff8000000000000, 0x7fffffffffffffff
+        FTOI  d, fcvt.l.d, 0x10, 0xfff0000000000000, 0x8000000000000000
+        FTOI  d, fcvt.l.d, 0x00, 0x41e65a0bc0000000, 3000000000
+        FTOI  d, fcvt.lu.d, 0x00, 0x43efffffffffffff, 0xfffffffffffff800
+        FTOI  d, fcvt.lu.d, 0x00, 0x43e0000000000000, 0x8000000000000000
+        FTOI  d, fcvt.lu.d, 0x10, 0x43f0000000000000, 0xffffffffffffffff
+        FTOI  d, fcvt.lu.d, 0x10, 0xbff0000000000000, 0
+        FTOI  d, fcvt.lu.d, 0x10, 0x7ff8000000000000, 0xffffffffffffffff
+        FTOI  d, fcvt.lu.d, 0x00, 0x8000000000000000, 0
+# ---- fcvt from integers ----
+        ITOF5 d, fcvt.d.l, 0x01, 0x7fffffffffffffff, 0x43e0000000000000, 0x43dfffffffffffff, 0x43dfffffffffffff, 0x43e0000000000000, 0x43e0000000000000
+        ITOF5 d, fcvt.d.l, 0x01, 0x8000000000000001, 0xc3e0000000000000, 0xc3dfffffffffffff, 0xc3e0000000000000, 0xc3dfffffffffffff, 0xc3e0000000000000
+        ITOF5 d, fcvt.d.l, 0x01, 0x0020000000000001, 0x4340000000000000, 0x4340000000000000, 0x4340000000000000, 0x4340000000000001, 0x4340000000000001
+        ITOF  d, fcvt.d.l, 0x00, 0x8000000000000000, 0xc3e0000000000000
+        ITOF  d, fcvt.d.l, 0x00, -3, 0xc008000000000000
+        ITOF5 d, fcvt.d.lu, 0x01, 0xffffffffffffffff, 0x43f0000000000000, 0x43efffffffffffff, 0x43efffffffffffff, 0x43f0000000000000, 0x43f0000000000000
+        ITOF  d, fcvt.d.lu, 0x00, 0x8000000000000000, 0x43e0000000000000
+        li      a1, 0x1234567880000000  # the exact conversions take no rounding mode
+        fcvt.d.w fa0, a1
+        CHECKF  fa0, 0xc1e0000000000000
+        fcvt.d.wu fa0, a1
+        CHECKF  fa0, 0x41e0000000000000
+        li      a1, 0xffffffff
+        fcvt.d.wu fa0, a1
+        CHECKF  fa0, 0x41efffffffe00000
+        fcvt.d.w fa0, a1
+        CHECKF  fa0, 0xbff0000000000000
+        fcvt.d.w fa0, zero
+        CHECKF  fa0, 0
+        CHECKFLAGS 0
+# ---- between binary32 and binary64 ----
+        FTOF5 d, s, fcvt.s.d, 0x00, 0x3ff0000000000000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800000
+        FTOF5 d, s, fcvt.s.d, 0x05, 0x7fefffffffffffff, 0x7f800000, 0x7f7fffff, 0x7f7fffff, 0x7f800000, 0x7f800000
+        FTOF5 d, s, fcvt.s.d, 0x05, 0xffefffffffffffff, 0xff800000, 0xff7fffff, 0xff800000, 0xff7fffff, 0xff800000
+        FTOF5 d, s, fcvt.s.d, 0x01, 0x3ff0000010000000, 0x3f800000, 0x3f800000, 0x3f800000, 0x3f800001, 0x3f800001
+        FTOF5 d, s, fcvt.s.d, 0x03, 0x3690000000000000, 0, 0, 0, 1, 1
+        FTOF5 d, s, fcvt.s.d, 0x03, 0x36a8000000000000, 2, 1, 1, 2, 2
+        FTOF5 d, s, fcvt.s.d, 0x00, 0x36b8000000000000, 3, 3, 3, 3, 3
+        FTOF5 d, s, fcvt.s.d, 0x00, 0x7ff8000012345678, 0x7fc00000, 0x7fc00000, 0x7fc00000, 0x7fc00000, 0x7fc00000
+        FTOF5 d, s, fcvt.s.d, 0x10, 0x7ff0000000000001, 0x7fc00000, 0x7fc00000, 0x7fc00000, 0x7fc00000, 0x7fc00000
+        FTOF5 d, s, fcvt.s.d, 0x00, 0xfff0000000000000, 0xff800000, 0xff800000, 0xff800000, 0xff800000, 0xff800000
+        FTOF5 d, s, fcvt.s.d, 0x00, 0x8000000000000000, 0x80000000, 0x80000000, 0x80000000, 0x80000000, 0x80000000
+        FSET    s, fa1, 0x3f800000
+        fcvt.d.s fa0, fa1
+        CHECKF  fa0, 0x3ff0000000000000
+        CHECKFLAGS 0
+        FSET    s, fa1, 0x7f800001
+        fcvt.d.s fa0, fa1
+        CHECKF  fa0, 0x7ff8000000000000
+        CHECKFLAGS 0x10
+        FSET    s, fa1, 0x7fc12345
+        fcvt.d.s fa0, fa1
+        CHECKF  fa0, 0x7ff8000000000000
+        CHECKFLAGS 0
+        FSET    s, fa1, 0x00000001
+        fcvt.d.s fa0, fa1
+        CHECKF  fa0, 0x36a0000000000000
+        FSET    s, fa1, 0xff800000
+        fcvt.d.s fa0, fa1
+        CHECKF  fa0, 0xfff0000000000000
+        CHECKFLAGS 0
+# ---- fmv, fld, fsd: raw bits ----
+        li      a1, 0x7ff0000000000001
+        fmv.d.x fa0, a1
+        fmv.x.d a0, fa0
+        CHECK   a0, 0x7ff0000000000001
+        CHECKFLAGS 0
+        la      a2, buf
+        fsd     fa0, 0(a2)
+        ld      a0, 0(a2)
+        CHECK   a0, 0x7ff0000000000001
+        fsd     fa0, 3(a2)              # misaligned
+        ld      a0, 0(a2)
+        CHECK   a0, 0x0000000001000001
+        ld      a0, 8(a2)
+        CHECK   a0, 0x55555555557ff000
+        fld     fa1, 3(a2)
+        CHECKF  fa1, 0x7ff0000000000001
+        fld     fa1, 8(a2)
+        CHECKF  fa1, 0x55555555557ff000
+        CHECKFLAGS 0
+        DONE
+
+        .data
+        .balign 8
+buf:    .dword  0x5555555555555555, 0x5555555555555555
