@@ -6,6 +6,8 @@ which the run loop reads back from the frame when the access traps.
 
 from __future__ import annotations
 
+import struct
+
 from isola.emu.isa import Insn
 
 M = "0xffffffffffffffff"
@@ -40,17 +42,23 @@ def addr(insn: Insn) -> str:
     return f"a = x[{insn.rs1}]" if insn.imm == 0 else f"a = (x[{insn.rs1}] + {insn.imm}) & {M}"
 
 
+def _within_page(width: int) -> str:
+    """Source testing that an access of `width` bytes at `a` stays in one page (a byte always does): the
+    fast paths check only the first byte's page, so a misaligned access that crosses takes the slow path."""
+    return "" if width == 1 else f" and (a & 4095) <= {4096 - width}"
+
+
 def store_lines(width: int, value: str) -> list[str]:
     """A guest store of `value` (already reduced to `width` bytes) at local `a`."""
     fast = f"MEM[a] = {value}" if width == 1 else f"ST{width}(MEM, a, {value})"
-    return [f"if W[a >> 12]: {fast}", f"else: WSLOW(a, {width}, {value})"]
+    return [f"if W[a >> 12]{_within_page(width)}: {fast}", f"else: WSLOW(a, {width}, {value})"]
 
 
 def load_expr(fmt: str, is_signed: bool) -> str:
     value = f"LD_{fmt[1]}(MEM, a)[0]"
     if is_signed:
         value += f" & {M}"
-    return f"{value} if R[a >> 12] else RFAULT(a)"
+    return f"{value} if R[a >> 12]{_within_page(struct.calcsize(fmt))} else RSLOW(a, '{fmt}')"
 
 
 def setx(rd: int, expr: str) -> list[str]:

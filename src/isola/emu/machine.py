@@ -24,7 +24,7 @@ from isola.emu.isa import IllegalInstruction
 from isola.emu.memory import FlatMemory
 from isola.emu.softfloat import unbox32
 from isola.emu.translate import Block, Translator
-from isola.linux.guest import GuestFault
+from isola.linux.guest import PROT_READ, GuestFault
 
 # CSR numbers of the user-level registers (Zicsr, F/D, Zicntr)
 CSR_FFLAGS, CSR_FRM, CSR_FCSR = 0x001, 0x002, 0x003
@@ -87,8 +87,11 @@ class Machine:
         def syscall() -> int:
             return self.syscall(cpu_ref.cpu)
 
-        def rfault(a: int) -> int:
-            raise GuestFault(a, "r")
+        def rslow(a: int, fmt: str) -> int:
+            """A load the fast path declined: fault, or (crossing into another readable page) read it."""
+            self.mem.check(a, struct.calcsize(fmt), PROT_READ, "r")
+            value: int = struct.unpack_from(fmt, self.mem.buf, a)[0]
+            return value & 0xFFFF_FFFF_FFFF_FFFF
 
         def wslow(a: int, width: int, value: int) -> None:
             code_before = self.mem.code[a >> 12] or self.mem.code[(a + width - 1) >> 12]
@@ -107,7 +110,7 @@ class Machine:
 
         return {
             "SYSCALL": syscall,
-            "RFAULT": rfault,
+            "RSLOW": rslow,
             "WSLOW": wslow,
             "MISALIGNED": misaligned,
             "BREAKPOINT": breakpoint_,
