@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from isola.vmm.kvm import system
+
+HARDWARE_KVM = ("kvm_amd", "kvm_intel")
+
 
 @pytest.fixture
 def isola_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
@@ -21,3 +25,23 @@ def isola_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
+
+
+def real_kvm_problem() -> str | None:
+    """Why this host's /dev/kvm cannot run `real_kvm` tests, or None when it can."""
+    info = system.probe()
+    if not info.usable:
+        return f"no usable KVM: {info.problem}"
+    if info.provider not in HARDWARE_KVM:
+        return f"/dev/kvm is {info.provider or 'an unknown provider'}, not kvm_amd/kvm_intel; run `make test-nested`"
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _real_kvm_only(request: pytest.FixtureRequest) -> None:
+    """`real_kvm` tests need a hardware-assisted KVM; elsewhere they skip with the reason (the nested lane
+    runs them inside L1, where kvm_amd serves /dev/kvm)."""
+    if request.node.get_closest_marker("real_kvm") is not None:
+        problem = real_kvm_problem()
+        if problem:
+            pytest.skip(problem)

@@ -1,9 +1,16 @@
-"""KVM ioctl request numbers, built the way <asm-generic/ioctl.h> builds them, and capability numbers.
+"""KVM ioctl request numbers, built the way <asm-generic/ioctl.h> builds them, capability and exit-reason
+numbers, and `call`, the one place an ioctl failure becomes an error that names the ioctl.
 
 Values are checked against <linux/kvm.h>; KVMIO is the magic 0xAE every KVM ioctl carries.
 """
 
 from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+
+from isola.errors import EngineError
 
 _IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
 _IOC_NRSHIFT = 0
@@ -35,6 +42,38 @@ def iowr(nr: int, size: int) -> int:
     return _ioc(_IOC_READ | _IOC_WRITE, nr, size)
 
 
+_INT_MAX = (1 << 31) - 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _ioctl_ulong(fd: int, request: int, value: int) -> int:
+    """ioctl with an unsigned long argument. `fcntl.ioctl` takes a C int, but e.g. KVM_SET_TSS_ADDR's argument is
+    an address above 2 GiB."""
+    result: int = _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(value))
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def call(fd: int, name: str, request: int, arg: int | ctypes.Structure | ctypes.c_uint64 = 0) -> int:
+    """`fcntl.ioctl` with a failure reported as an EngineError that names the ioctl.
+
+    A ctypes object is passed in place (mutate flag on) so KVM's answer lands in it; an int is passed by value,
+    which is also the form CPython issues with the GIL released (KVM_RUN relies on that).
+    """
+    try:
+        if isinstance(arg, int) and arg > _INT_MAX:
+            result: int = _ioctl_ulong(fd, request, arg)
+        elif isinstance(arg, int):
+            result = fcntl.ioctl(fd, request, arg)
+        else:
+            result = fcntl.ioctl(fd, request, arg, True)
+    except OSError as exc:
+        raise EngineError(f"{name} failed: {os.strerror(exc.errno or 0)} (errno {exc.errno})") from exc
+    return result
+
+
 # System ioctls (on the /dev/kvm fd)
 KVM_GET_API_VERSION = io(0x00)
 KVM_CREATE_VM = io(0x01)
@@ -55,3 +94,84 @@ KVM_CAP_IRQFD = 32
 KVM_CAP_IOEVENTFD = 36
 KVM_CAP_MAX_VCPUS = 66
 KVM_CAP_SYNC_REGS = 74
+KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
+
+# Sizes of the structs the ioctl numbers below encode; the structs themselves live in `structs.py`, and a unit
+# test checks that each ctypes struct has exactly the size written here (the size is part of the number).
+_SIZEOF_KVM_CPUID2 = 8
+_SIZEOF_KVM_USERSPACE_MEMORY_REGION = 32
+_SIZEOF_U64 = 8
+_SIZEOF_KVM_IRQ_LEVEL = 8
+_SIZEOF_KVM_PIT_CONFIG = 64
+_SIZEOF_KVM_IRQFD = 32
+_SIZEOF_KVM_IOEVENTFD = 64
+_SIZEOF_KVM_REGS = 144
+_SIZEOF_KVM_SREGS = 312
+_SIZEOF_KVM_TRANSLATION = 24
+_SIZEOF_KVM_MSRS = 8
+_SIZEOF_KVM_SIGNAL_MASK = 4
+_SIZEOF_KVM_FPU = 416
+_SIZEOF_KVM_LAPIC_STATE = 1024
+
+KVM_GET_SUPPORTED_CPUID = iowr(0x05, _SIZEOF_KVM_CPUID2)
+
+# VM ioctls (on the fd KVM_CREATE_VM returns)
+KVM_CREATE_VCPU = io(0x41)
+KVM_SET_USER_MEMORY_REGION = iow(0x46, _SIZEOF_KVM_USERSPACE_MEMORY_REGION)
+KVM_SET_TSS_ADDR = io(0x47)
+KVM_SET_IDENTITY_MAP_ADDR = iow(0x48, _SIZEOF_U64)
+KVM_CREATE_IRQCHIP = io(0x60)
+KVM_IRQ_LINE = iow(0x61, _SIZEOF_KVM_IRQ_LEVEL)
+KVM_IRQFD = iow(0x76, _SIZEOF_KVM_IRQFD)
+KVM_CREATE_PIT2 = iow(0x77, _SIZEOF_KVM_PIT_CONFIG)
+KVM_IOEVENTFD = iow(0x79, _SIZEOF_KVM_IOEVENTFD)
+
+# vCPU ioctls (on the fd KVM_CREATE_VCPU returns)
+KVM_RUN = io(0x80)
+KVM_GET_REGS = ior(0x81, _SIZEOF_KVM_REGS)
+KVM_SET_REGS = iow(0x82, _SIZEOF_KVM_REGS)
+KVM_GET_SREGS = ior(0x83, _SIZEOF_KVM_SREGS)
+KVM_SET_SREGS = iow(0x84, _SIZEOF_KVM_SREGS)
+KVM_TRANSLATE = iowr(0x85, _SIZEOF_KVM_TRANSLATION)
+KVM_GET_MSRS = iowr(0x88, _SIZEOF_KVM_MSRS)
+KVM_SET_MSRS = iow(0x89, _SIZEOF_KVM_MSRS)
+KVM_SET_SIGNAL_MASK = iow(0x8B, _SIZEOF_KVM_SIGNAL_MASK)
+KVM_SET_FPU = iow(0x8D, _SIZEOF_KVM_FPU)
+KVM_GET_LAPIC = ior(0x8E, _SIZEOF_KVM_LAPIC_STATE)
+KVM_SET_LAPIC = iow(0x8F, _SIZEOF_KVM_LAPIC_STATE)
+KVM_SET_CPUID2 = iow(0x90, _SIZEOF_KVM_CPUID2)
+
+# kvm_run.exit_reason values (KVM_EXIT_*)
+KVM_EXIT_UNKNOWN = 0
+KVM_EXIT_EXCEPTION = 1
+KVM_EXIT_IO = 2
+KVM_EXIT_DEBUG = 4
+KVM_EXIT_HLT = 5
+KVM_EXIT_MMIO = 6
+KVM_EXIT_IRQ_WINDOW_OPEN = 7
+KVM_EXIT_SHUTDOWN = 8
+KVM_EXIT_FAIL_ENTRY = 9
+KVM_EXIT_INTR = 10
+KVM_EXIT_INTERNAL_ERROR = 17
+KVM_EXIT_SYSTEM_EVENT = 24
+
+KVM_EXIT_IO_IN = 0
+KVM_EXIT_IO_OUT = 1
+
+KVM_SYSTEM_EVENT_SHUTDOWN = 1
+KVM_SYSTEM_EVENT_RESET = 2
+KVM_SYSTEM_EVENT_CRASH = 3
+
+KVM_INTERNAL_ERROR_EMULATION = 1
+KVM_INTERNAL_ERROR_SIMUL_EX = 2
+KVM_INTERNAL_ERROR_DELIVERY_EV = 3
+KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
+
+# kvm_run.kvm_valid_regs / kvm_dirty_regs bits (KVM_CAP_SYNC_REGS)
+KVM_SYNC_X86_REGS = 1 << 0
+
+KVM_PIT_SPEAKER_DUMMY = 1
+KVM_IRQFD_FLAG_DEASSIGN = 1 << 0
+KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0
+KVM_IOEVENTFD_FLAG_PIO = 1 << 1
+KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2
