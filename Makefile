@@ -50,7 +50,7 @@ test: setup
 # under QEMU/TCG with an AMD CPU that has SVM, so L1's /dev/kvm is kvm_amd (isola.vmm.nested). On a host with
 # VMX/SVM they also run directly in `make test`. Two plugins are left out in L1: they cost ~20 s of start-up
 # under TCG.
-NESTED_TESTS ?= tests/nested tests/integration/test_kvm_linux.py
+NESTED_TESTS ?= tests/nested tests/integration/test_kvm_linux.py tests/integration/test_vmm_cli.py
 NESTED_TIMEOUT ?= 600
 NESTED_PYTEST := -p no:cacheprovider -p no:anyio -p no:hypothesispytest -m real_kvm
 

@@ -16,7 +16,7 @@ import pytest
 from isola import paths
 from isola.assets import initramfs, manifest
 from isola.errors import NotFoundError
-from isola.vmm.boot_smoke import DEFAULT_APPEND, attach_legacy_devices
+from isola.vmm.launch import DEFAULT_APPEND, attach_legacy_devices
 from isola.vmm.machine import ExitKind, ExitStatus, Machine, MachineConfig
 
 # real_kvm: skipped with the reason where /dev/kvm cannot run guest kernels natively (kvm_pvm here);

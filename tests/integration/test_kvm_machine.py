@@ -18,8 +18,8 @@ import pytest
 from isola import paths
 from isola.assets import manifest
 from isola.errors import FormatError, NotFoundError, UsageError
-from isola.vmm.boot_smoke import attach_legacy_devices
 from isola.vmm.kvm import system
+from isola.vmm.launch import attach_legacy_devices
 from isola.vmm.machine import ExitKind, ExitStatus, Machine, MachineConfig
 from isola.vmm.x86 import entry, gdt, mptable
 from isola.vmm.x86.layout import CMDLINE_ADDR, KERNEL_LOAD_ADDR, MPTABLE_ADDR, PAGE_TABLES_ADDR, ZERO_PAGE_ADDR

@@ -56,8 +56,9 @@ def _register() -> None:
     from isola.cli.doctor import doctor
     from isola.cli.initramfs import initramfs
     from isola.cli.tour import tour
+    from isola.cli.vm import vm
 
-    for command in (doctor, tour, assets, initramfs):
+    for command in (doctor, tour, assets, initramfs, vm):
         cli.add_command(command)
 
 

@@ -1,0 +1,108 @@
+"""isola-vmm and `isola vm run` as a user meets them: a VM document, direct flags, clear refusals.
+
+The boots are `real_kvm` tests (the nested lane runs them); the refusals and bad documents run anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from isola import paths
+from isola.assets import initramfs, manifest
+from isola.errors import NotFoundError
+from isola.vmm.kvm import system
+
+VMM = [sys.executable, "-m", "isola.vmm.launch"]
+ISOLA = [sys.executable, "-m", "isola.cli"]
+GREETING = "isola: hello from a VM"
+
+
+def asset(name: str) -> Path:
+    try:
+        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
+    except NotFoundError:
+        pytest.skip(f"amd64 {name} not cached: run `isola assets fetch --arch amd64`")
+
+
+def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture
+def hello_initrd(tmp_path: Path) -> Path:
+    from isola.cli.vm import DEFAULT_INIT
+
+    target = tmp_path / "hello.cpio.gz"
+    initramfs.build(initramfs.busybox_image(asset("busybox"), DEFAULT_INIT), target)
+    return target
+
+
+def test_a_bad_document_names_the_field(tmp_path: Path) -> None:
+    doc = tmp_path / "vm.json"
+    doc.write_text(json.dumps({"boot-source": {"kernel_image_path": "/nonexistent"}}))
+    result = run([*VMM, "--config", str(doc)])
+    assert result.returncode == os.EX_DATAERR
+    assert "boot-source.kernel_image_path" in result.stderr and "Traceback" not in result.stderr
+    doc.write_text("{not json")
+    assert run([*VMM, "--config", str(doc)]).returncode == os.EX_DATAERR
+    assert run(VMM).returncode == os.EX_USAGE
+
+
+def test_a_host_that_cannot_boot_kernels_is_told_so_at_once() -> None:
+    if system.probe().provider != "kvm_pvm":
+        pytest.skip("this host's KVM can boot kernels")
+    for cmd in ([*VMM, "--kernel", str(asset("kernel"))], [*ISOLA, "vm", "run"]):
+        result = run(cmd, timeout=60)
+        assert result.returncode == os.EX_UNAVAILABLE, result.stderr
+        assert "kvm_pvm" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_default_initrd_greets_and_powers_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from isola.assets import cpio
+    from isola.cli.vm import default_initrd
+
+    asset("busybox")
+    monkeypatch.setenv("ISOLA_HOME", str(tmp_path))
+    monkeypatch.setattr(paths, "assets_dir", lambda: Path(paths.DEFAULT_HOME) / "assets")
+    built = default_initrd()
+    assert built == default_initrd()  # built once, then reused
+    names = {e.name: e for e in cpio.read_archive(built)}
+    assert "bin/busybox" in names and "poweroff -f" in names["init"].data.decode()
+
+
+@pytest.mark.real_kvm
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_isola_vmm_boots_a_vm_document(tmp_path: Path, hello_initrd: Path, cpus: int) -> None:
+    doc = tmp_path / "vm.json"
+    doc.write_text(
+        json.dumps(
+            {
+                "boot-source": {
+                    "kernel_image_path": str(asset("kernel")),
+                    "initrd_path": str(hello_initrd),
+                    "boot_args": "console=ttyS0 reboot=k panic=-1 quiet",
+                },
+                "machine-config": {"vcpu_count": cpus, "mem_size_mib": 256},
+            }
+        )
+    )
+    result = run([*VMM, "--config", str(doc), "--timeout", "300"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"{GREETING}: Linux 6." in result.stdout and f"{cpus} vCPU(s)" in result.stdout
+
+
+@pytest.mark.real_kvm
+def test_isola_vm_run_boots_and_refuses_what_it_cannot_attach(hello_initrd: Path, tmp_path: Path) -> None:
+    result = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--timeout", "300"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert GREETING in result.stdout
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    refused = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--disk", str(disk)], timeout=60)
+    assert refused.returncode == os.EX_UNAVAILABLE and "ACPI" in refused.stderr
