@@ -69,6 +69,9 @@ mkdir -p /dev/pts /dev/shm /host /scratch
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,cache=loose,ro host /host || fail "mount 9p host"
+# An uncovered view of the host, taken before tmpfs covers /host/tmp and /host/run: overlays of host
+# directories read from here, so a project checked out under /tmp is still there in L1.
+mkdir -p /hostview && mount -o bind /host /hostview || fail "bind /hostview"
 mount -t proc proc /host/proc || fail "mount /host/proc"
 mount -t sysfs sysfs /host/sys || fail "mount /host/sys"
 mount -o rbind /dev /host/dev || fail "bind /dev"

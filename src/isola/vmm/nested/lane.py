@@ -133,12 +133,13 @@ def host_tsc_khz(cpuinfo: Path = Path("/proc/cpuinfo")) -> int | None:
     return None
 
 
-def _check_host_dir(path: Path, what: str) -> str:
-    """`path` as L1 will see it under /host: an existing absolute directory that L1 does not cover."""
+def _check_host_dir(path: Path, what: str, overlaid: Sequence[Path] = ()) -> str:
+    """`path` as L1 will see it under /host: an existing absolute directory that L1 does not cover (a
+    directory under /tmp or /run is visible only inside one of the `overlaid` ones)."""
     if not path.is_absolute():
         raise UsageError(f"{what} {path} must be an absolute path")
     hidden = next((h for h in _HIDDEN_BY_TMPFS if path == h or h in path.parents), None)
-    if hidden is not None:
+    if hidden is not None and not any(path == o or o in path.parents for o in overlaid):
         raise UsageError(f"{what} {path} is under {hidden}, which L1 replaces with its own file system")
     if not path.is_dir():
         raise UsageError(f"{what} {path} is not an existing directory")
@@ -160,16 +161,16 @@ def l1_script(
     """
     if not argv:
         raise UsageError("the command to run in L1 is empty")
-    cwd_text = _check_host_dir(cwd, "working directory")
+    cwd_text = _check_host_dir(cwd, "working directory", writable)
     lines = []
     for i, directory in enumerate(writable):
-        host = _check_host_dir(directory, "writable directory")
+        host = _check_host_dir(directory, "writable directory", [directory])
         if any(c in host for c in ",:\\\n"):
             raise UsageError(f"writable directory {host}: overlayfs options cannot name a path with , : \\ or newline")
         upper, work = f"/scratch/{i}/upper", f"/scratch/{i}/work"
-        options = f"lowerdir=/host{host},upperdir={upper},workdir={work}"
+        options = f"lowerdir=/hostview{host},upperdir={upper},workdir={work}"
         report = shlex.quote(f"{_MARKER} {nonce} error=overlay on {host}")
-        lines.append(f"mkdir -p {upper} {work}")
+        lines.append(f"mkdir -p {upper} {work} {shlex.quote('/host' + host)} 2>/dev/null")
         lines.append(
             f"mount -t overlay overlay -o {shlex.quote(options)} {shlex.quote('/host' + host)}"
             f" || {{ echo {report}; exit 125; }}"
