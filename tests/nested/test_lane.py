@@ -111,7 +111,8 @@ def test_set_up_failure_in_l1_is_an_error_not_a_status(lane_run, tmp_path):
     doomed.mkdir()
     try:
         with pytest.raises(lane.LaneError, match=rf"L1 set-up failed: overlay on {doomed}"):
-            lane_run(["true"], timeout=120, writable=[doomed], on_line=lambda line: _remove_at_init(line, doomed))
+            writable = [lane.project_dir(), doomed]  # the project stays visible wherever it is checked out
+            lane_run(["true"], timeout=120, writable=writable, on_line=lambda line: _remove_at_init(line, doomed))
     finally:
         if doomed.exists():
             doomed.rmdir()
