@@ -55,9 +55,12 @@ def store_lines(width: int, value: str) -> list[str]:
 
 
 def load_expr(fmt: str, is_signed: bool) -> str:
-    value = f"LD_{fmt[1]}(MEM, a)[0]"
-    if is_signed:
-        value += f" & {M}"
+    if fmt == "<B":
+        value = "MEM[a]"  # indexing the mapping is twice as fast as unpack_from for one byte
+    elif fmt == "<b":
+        value = f"((MEM[a] ^ 0x80) - 0x80) & {M}"
+    else:
+        value = f"LD_{fmt[1]}(MEM, a)[0]" + (f" & {M}" if is_signed else "")
     return f"{value} if R[a >> 12]{_within_page(struct.calcsize(fmt))} else RSLOW(a, '{fmt}')"
 
 
