@@ -106,3 +106,12 @@ def test_isola_vm_run_boots_and_refuses_what_it_cannot_attach(hello_initrd: Path
     disk.write_bytes(bytes(1 << 20))
     refused = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--disk", str(disk)], timeout=60)
     assert refused.returncode == os.EX_UNAVAILABLE and "ACPI" in refused.stderr
+
+
+@pytest.mark.real_kvm
+def test_isola_vm_run_with_no_options_boots_something() -> None:
+    """The defaults: Debian's kernel and a busybox greeter built from the assets (in a temporary directory when
+    $ISOLA_HOME is read-only, as in the nested lane)."""
+    result = run([*ISOLA, "vm", "run", "--timeout", "300"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert GREETING in result.stdout

@@ -43,14 +43,19 @@ def _emulated() -> list[str]:
     ]
 
 
-# (kind, mode) -> (the engine's command, a function giving the workload's argv). A rung appears here when
-# its engine lands.
-WORKLOADS: dict[tuple[str, str | None], tuple[str, Callable[[], list[str]]]] = {
-    ("emulated", None): ("isola-emu", _emulated),
+def _vm_kernel() -> list[str]:
+    return [sys.executable, "-m", "isola.cli", "vm", "run", "--timeout", "300"]
+
+
+# (kind, mode) -> (the engine's command, a function giving the workload's argv, the marker of the output line
+# to show). A rung appears here when its engine lands.
+WORKLOADS: dict[tuple[str, str | None], tuple[str, Callable[[], list[str]], str]] = {
+    ("emulated", None): ("isola-emu", _emulated, "riscv64:"),
+    ("vm", "kernel"): ("isola-vmm", _vm_kernel, "hello from a VM"),
 }
 
 
-def _run(argv: Callable[[], list[str]]) -> tuple[str, float | None]:
+def _run(argv: Callable[[], list[str]], marker: str) -> tuple[str, float | None]:
     try:
         cmd = argv()
     except NotFoundError as err:
@@ -60,7 +65,8 @@ def _run(argv: Callable[[], list[str]]) -> tuple[str, float | None]:
     wall = time.perf_counter() - t0
     if result.returncode != 0:
         return f"failed ({result.returncode}): {result.stderr.strip()[:200]}", wall
-    return result.stdout.strip(), wall
+    shown = [line.strip() for line in result.stdout.splitlines() if marker in line]
+    return (shown[-1] if shown else result.stdout.strip()[-200:]), wall
 
 
 def plan() -> list[dict[str, Any]]:
@@ -73,7 +79,7 @@ def plan() -> list[dict[str, Any]]:
         elif v.status is Status.UNUSABLE:
             step = "engine built, host cannot run it"
         else:
-            output, wall = _run(engine[1])
+            output, wall = _run(engine[1], engine[2])
             step = "ran" if wall is not None and not output.startswith("failed") else output
         rows.append(
             {

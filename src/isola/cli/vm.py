@@ -6,13 +6,14 @@ the guest says, and ends when the guest powers off.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import click
 
 from isola import paths
 from isola.assets import initramfs, manifest
-from isola.errors import UsageError
+from isola.errors import EngineError, UsageError
 from isola.vmm import config, launch
 
 DEFAULT_INIT = """#!/bin/sh
@@ -27,11 +28,18 @@ def default_initrd() -> Path:
     cache = paths.assets_dir()
     busybox = manifest.load(cache).artifact(cache, "amd64", "busybox")
     digest = next(a.sha256 for p in manifest.load(cache).packages for a in p.artifacts if cache / a.path == busybox)
-    target = paths.home() / "vmm" / f"hello-initrd-{digest[:16]}.cpio.gz"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        initramfs.build(initramfs.busybox_image(busybox, DEFAULT_INIT), target)
-    return target
+    name = f"hello-initrd-{digest[:16]}.cpio.gz"
+    for directory in (paths.home() / "vmm", Path(tempfile.gettempdir())):  # $ISOLA_HOME may be read-only
+        target = directory / name
+        if target.exists():
+            return target
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            initramfs.build(initramfs.busybox_image(busybox, DEFAULT_INIT), target)
+            return target
+        except OSError:
+            continue
+    raise EngineError(f"cannot write the default initramfs to {paths.home() / 'vmm'} or the temp directory")
 
 
 def _disk(index: int, spec: str) -> dict[str, object]:
