@@ -45,3 +45,10 @@ def _real_kvm_only(request: pytest.FixtureRequest) -> None:
         problem = real_kvm_problem()
         if problem:
             pytest.skip(problem)
+
+
+def skip_smp_in_nested_lane(cpus: int) -> None:
+    """Guests with 2+ vCPUs hang intermittently inside the nested lane (L1 reports soft lockups under TCG's
+    nested SVM; about 1 run in 4 here). They run where the KVM is real hardware, and in the lane on request."""
+    if cpus > 1 and os.environ.get("ISOLA_NESTED_L1") and not os.environ.get("ISOLA_NESTED_SMP"):
+        pytest.skip("SMP guests hang intermittently under TCG's nested SVM; ISOLA_NESTED_SMP=1 runs them")

@@ -18,6 +18,7 @@ from isola.assets import initramfs, manifest
 from isola.errors import NotFoundError
 from isola.vmm.launch import DEFAULT_APPEND, attach_legacy_devices
 from isola.vmm.machine import ExitKind, ExitStatus, Machine, MachineConfig
+from tests.conftest import skip_smp_in_nested_lane
 
 # real_kvm: skipped with the reason where /dev/kvm cannot run guest kernels natively (kvm_pvm here);
 # `make test-nested` runs this module inside the nested lane's L1 (kvm_amd).
@@ -71,6 +72,7 @@ def boot(kernel: Path, initrd: Path, *, cpus: int = 1, protocol: int = 64, extra
 
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_boots_to_init_and_powers_off(kernel, poweroff_initrd, cpus):
+    skip_smp_in_nested_lane(cpus)
     status, console = boot(kernel, poweroff_initrd, cpus=cpus)
     assert f"{MARKER} cpus={cpus}" in console, console[-2000:]
     assert status.kind is ExitKind.POWEROFF, (status, console[-2000:])

@@ -17,6 +17,7 @@ from isola import paths
 from isola.assets import initramfs, manifest
 from isola.errors import NotFoundError
 from isola.vmm.kvm import system
+from tests.conftest import skip_smp_in_nested_lane
 
 VMM = [sys.executable, "-m", "isola.vmm.launch"]
 ISOLA = [sys.executable, "-m", "isola.cli"]
@@ -79,6 +80,7 @@ def test_the_default_initrd_greets_and_powers_off(tmp_path: Path, monkeypatch: p
 @pytest.mark.real_kvm
 @pytest.mark.parametrize("cpus", [1, 2])
 def test_isola_vmm_boots_a_vm_document(tmp_path: Path, hello_initrd: Path, cpus: int) -> None:
+    skip_smp_in_nested_lane(cpus)
     doc = tmp_path / "vm.json"
     doc.write_text(
         json.dumps(
