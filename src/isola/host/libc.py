@@ -1,4 +1,7 @@
-"""ctypes access to the libc calls Python 3.11's `os` lacks (unshare, setns), with errno turned into OSError.
+"""ctypes access to the libc calls Python 3.11's `os` lacks (unshare, setns, mount, fallocate with a mode, an
+ioctl with an unsigned long argument, and whatever else `call` names), with errno turned into OSError.
+
+This is the one place isola loads libc: the engines and the Linux personality call through here.
 
 Constants carry the header they come from, so a reader can check them against the kernel's uapi.
 """
@@ -7,6 +10,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
+from typing import Any
 
 # <linux/sched.h>
 CLONE_NEWNS = 0x00020000
@@ -25,6 +30,41 @@ def _check(result: int, what: str) -> int:
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return result
+
+
+def call(name: str, *args: Any, restype: Any = ctypes.c_int) -> int:
+    """Call the libc function `name` (a system call wrapper the `os` module lacks: getdents64, statx,
+    renameat2...); a result of -1 raises OSError from errno."""
+    fn = getattr(_libc, name)
+    fn.restype = restype
+    result: int = fn(*args)
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    """fallocate(2) with a mode: the standard library only offers posix_fallocate, which cannot punch holes."""
+    call("fallocate", ctypes.c_int(fd), ctypes.c_int(mode), ctypes.c_int64(offset), ctypes.c_int64(length))
+
+
+def ioctl_ulong(fd: int, request: int, value: int) -> int:
+    """ioctl(2) with an unsigned long argument: `fcntl.ioctl` takes a C int, but e.g. KVM_SET_TSS_ADDR's argument
+    is an address above 2 GiB."""
+    return _check(_libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(value)), "ioctl")
+
+
+# <linux/time.h>
+TIMER_ABSTIME = 1
+
+
+def sleep_until(clock: int, deadline_ns: int) -> None:
+    """clock_nanosleep(2) to an absolute time on `clock` (it returns its error rather than setting errno)."""
+    timespec = ctypes.create_string_buffer(struct.pack("<qq", *divmod(deadline_ns, 10**9)), 16)
+    err = _libc.clock_nanosleep(ctypes.c_int(clock), ctypes.c_int(TIMER_ABSTIME), timespec, None)
+    if err:
+        raise OSError(err, os.strerror(err))
 
 
 def unshare(flags: int) -> None:

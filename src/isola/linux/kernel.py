@@ -44,10 +44,10 @@ import resource
 import select
 import signal
 import stat
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TextIO, TypeVar
 
+from isola.host import libc as host_libc
 from isola.linux.abi import Abi, CpuT
 from isola.linux.guest import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, GuestFault, GuestMemory, SyscallError
 
@@ -63,7 +63,6 @@ MAP_SHARED_VALIDATE = 0x03
 MAP_TYPE = 0x0F
 MAP_ANONYMOUS = 0x20
 MADV_DONTNEED = 4
-TIMER_ABSTIME = 1
 
 # errno values Linux uses internally and never shows a program (include/linux/errno.h)
 ERESTARTSYS = 512
@@ -148,19 +147,7 @@ class ImageLoader(Protocol):
     def __call__(self, path: str, argv: Sequence[bytes], envp: Sequence[bytes], execfn: bytes) -> tuple[int, int]: ...
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def libc(name: str, *args: Any, restype: Any = ctypes.c_int) -> int:
-    """Call a glibc function the `os` module lacks (getdents64, statx, renameat2...): the same system call,
-    errno raised as OSError."""
-    fn = getattr(_libc, name)
-    fn.restype = restype
-    result: int = fn(*args)
-    if result == -1:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
+libc = host_libc.call  # the personality's name for it: files, process and time call libc(...)
 
 
 # Blocking host calls made through libc rather than `os`: Python's wrappers retry EINTR, which would keep a
@@ -188,11 +175,7 @@ def fd_ready(fd: int, events: int) -> Callable[[], bool]:
     return ready
 
 
-def host_sleep_until(clock: int, deadline_ns: int) -> None:
-    """Sleep until `clock` reads `deadline_ns` (clock_nanosleep returns its error rather than setting errno)."""
-    err = _libc.clock_nanosleep(clock, TIMER_ABSTIME, struct.pack("<qq", *divmod(deadline_ns, 10**9)), None)
-    if err:
-        raise OSError(err, os.strerror(err))
+host_sleep_until = host_libc.sleep_until
 
 
 class Kernel(Generic[CpuT]):

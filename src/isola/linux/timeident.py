@@ -14,6 +14,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from isola.host.libc import TIMER_ABSTIME
 from isola.linux.guest import PROT_WRITE, SyscallError
 from isola.linux.kernel import MASK64, host_sleep_until, libc, s32
 
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
 
 CLOCK_REALTIME = 0
 CLOCK_MONOTONIC = 1
-TIMER_ABSTIME = 1
 GRND_FLAGS = 0x7  # GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE
 GETRANDOM_MAX = 0x1FFFFFF  # Linux returns at most 32 MiB - 1 per call
 SYSINFO_SIZE = 112  # LP64 struct sysinfo, identical on x86-64

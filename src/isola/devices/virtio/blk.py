@@ -12,7 +12,6 @@ device into its error state before any byte of the image changes.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
 import os
@@ -21,6 +20,7 @@ import struct
 from isola.devices.virtio.device import DEFAULT_QUEUE_SIZE, DEVICE_ID_BLOCK, VirtioDevice
 from isola.devices.virtio.queue import Chain, SplitQueue, VirtqueueError
 from isola.errors import ConflictError, NotFoundError, UsageError
+from isola.host.libc import fallocate
 
 SECTOR = 512
 SERIAL_LEN = 20  # VIRTIO_BLK_ID_BYTES
@@ -56,17 +56,6 @@ FALLOC_FL_ZERO_RANGE = 0x10
 _HEADER = struct.Struct("<IIQ")
 _SEGMENT = struct.Struct("<QII")
 _ZERO_CHUNK = 1 << 20
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def _fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    """fallocate(2) with a mode; the standard library only offers posix_fallocate, which cannot punch holes."""
-    if _libc.fallocate(fd, mode, offset, length) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
 
 
 class VirtioBlk(VirtioDevice):
@@ -188,16 +177,16 @@ class VirtioBlk(VirtioDevice):
         if length == 0:
             return VIRTIO_BLK_S_OK
         if kind == VIRTIO_BLK_T_DISCARD:
-            _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+            fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
         elif flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP:
-            _fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)  # holes read as zeros
+            fallocate(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)  # holes read as zeros
         else:
             self._zero(offset, length)
         return VIRTIO_BLK_S_OK
 
     def _zero(self, offset: int, length: int) -> None:
         try:
-            _fallocate(self.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
+            fallocate(self.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, length)
         except OSError as err:
             if err.errno not in (errno.EOPNOTSUPP, errno.ENODEV):
                 raise

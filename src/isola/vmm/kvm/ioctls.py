@@ -11,6 +11,7 @@ import fcntl
 import os
 
 from isola.errors import EngineError
+from isola.host.libc import ioctl_ulong
 
 _IOC_NRBITS, _IOC_TYPEBITS, _IOC_SIZEBITS = 8, 8, 14
 _IOC_NRSHIFT = 0
@@ -43,17 +44,6 @@ def iowr(nr: int, size: int) -> int:
 
 
 _INT_MAX = (1 << 31) - 1
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _ioctl_ulong(fd: int, request: int, value: int) -> int:
-    """ioctl with an unsigned long argument. `fcntl.ioctl` takes a C int, but e.g. KVM_SET_TSS_ADDR's argument is
-    an address above 2 GiB."""
-    result: int = _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(value))
-    if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return result
 
 
 def call(fd: int, name: str, request: int, arg: int | ctypes.Structure | ctypes.c_uint64 = 0) -> int:
@@ -64,7 +54,7 @@ def call(fd: int, name: str, request: int, arg: int | ctypes.Structure | ctypes.
     """
     try:
         if isinstance(arg, int) and arg > _INT_MAX:
-            result: int = _ioctl_ulong(fd, request, arg)
+            result: int = ioctl_ulong(fd, request, arg)
         elif isinstance(arg, int):
             result = fcntl.ioctl(fd, request, arg)
         else:
