@@ -82,10 +82,8 @@ class Machine:
     # -- helpers the generated code calls -------------------------------------------------------------------
 
     def _runtime(self) -> dict[str, Any]:
-        cpu_ref = self  # closures below read self.cpu, which execve replaces
-
         def syscall() -> int:
-            return self.syscall(cpu_ref.cpu)
+            return self.syscall(self.cpu)
 
         def rslow(a: int, fmt: str) -> int:
             """A load the fast path declined: fault, or (crossing into another readable page) read it."""
@@ -102,8 +100,8 @@ class Machine:
         def misaligned(a: int) -> None:
             raise Misaligned(a)
 
-        def breakpoint_(pc: int) -> None:
-            raise Breakpoint()
+        def breakpoint_() -> None:
+            raise Breakpoint()  # the run loop finds the pc from the traceback, like every trap
 
         def fence_i() -> None:
             self.translator.flush()

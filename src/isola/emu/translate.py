@@ -430,7 +430,7 @@ class _BlockSource:
         if mn == "fence.i":
             return ["FENCE_I()", *self.exit(idx, str(nxt))]
         if mn == "ebreak":
-            return [f"BREAKPOINT({pc})"]
+            return ["BREAKPOINT()"]
         emitter = _EMITTERS.get(mn) or FP_EMITTERS.get(mn)
         if emitter is None:
             raise IllegalInstruction(pc, insn.raw, insn.length)  # decodable, but not in user mode (mret, wfi…)
