@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # those without installing them.
 APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
 	cpio iproute2 libseccomp2 util-linux \
-	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user qemu-system-x86
+	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user qemu-system-x86 acpica-tools
 
 .PHONY: all setup apt venv assets demo test test-nested lint clean
 
@@ -50,8 +50,8 @@ test: setup
 # under QEMU/TCG with an AMD CPU that has SVM, so L1's /dev/kvm is kvm_amd (isola.vmm.nested). On a host with
 # VMX/SVM they also run directly in `make test`. Two plugins are left out in L1: they cost ~20 s of start-up
 # under TCG.
-NESTED_TESTS ?= tests/nested tests/integration/test_kvm_linux.py tests/integration/test_vmm_cli.py
-NESTED_TIMEOUT ?= 600
+NESTED_TESTS ?= tests/nested tests/integration/test_kvm_linux.py tests/integration/test_kvm_vmlinux.py tests/integration/test_vmm_cli.py tests/integration/test_vmm_api_socket.py tests/integration/test_kvm_keyboard.py tests/integration/test_kvm_virtio.py
+NESTED_TIMEOUT ?= 1500
 NESTED_PYTEST := -p no:cacheprovider -p no:anyio -p no:hypothesispytest -m real_kvm
 
 test-nested: setup

@@ -51,6 +51,7 @@ def poweroff_initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     init = f"""#!/bin/sh
 mkdir -p /proc && mount -t proc proc /proc
 echo "{MARKER} cpus=$(grep -c ^processor /proc/cpuinfo) uptime=$(cut -d' ' -f1 /proc/uptime)"
+sleep 1  # poweroff -f does not wait for the serial port to send what the tty still holds
 poweroff -f
 """
     return _initrd(tmp_path_factory, "poweroff", init)

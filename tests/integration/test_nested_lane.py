@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from isola import paths
-from isola.assets import cpio, manifest
+from isola.assets import cpio, kmod, manifest
 from isola.errors import NotFoundError
-from isola.vmm.nested import image, modules
+from isola.vmm.nested import image
 
 XEN_ELFNOTE_PHYS32_ENTRY = 18  # the PVH entry point QEMU's microvm boots through
 
@@ -34,15 +34,15 @@ def built(bzimage, tmp_path_factory) -> tuple[Path, image.L1Assets]:
 
 
 def test_l1_modules_resolve_from_the_package_in_dependency_order(bzimage):
-    available = modules.index(image.modules_root(bzimage))
-    order = [modules.module_name(p) for p in modules.load_order(image.L1_MODULES, available)]
+    available = kmod.index(kmod.modules_root(bzimage))
+    order = [kmod.module_name(p) for p in kmod.load_order(image.L1_MODULES, available)]
     assert order[:4] == ["irqbypass", "kvm", "ccp", "kvm_amd"]  # measurements §6a
     assert set(order) == {
         *("irqbypass", "kvm", "ccp", "kvm_amd", "virtio", "virtio_ring", "virtio_mmio"),
         *("9pnet", "9pnet_virtio", "netfs", "fscache", "9p", "overlay"),
     }
-    for i, path in enumerate(modules.load_order(image.L1_MODULES, available)):
-        depends = modules.modinfo(path.read_bytes()).get("depends", "")
+    for i, path in enumerate(kmod.load_order(image.L1_MODULES, available)):
+        depends = kmod.modinfo(path.read_bytes()).get("depends", "")
         assert set(filter(None, depends.split(","))) <= set(order[:i]), path.name
 
 

@@ -37,10 +37,10 @@ def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str
 
 @pytest.fixture
 def hello_initrd(tmp_path: Path) -> Path:
-    from isola.cli.vm import DEFAULT_INIT
+    from isola.cli.vm import greeter_spec
 
     target = tmp_path / "hello.cpio.gz"
-    initramfs.build(initramfs.busybox_image(asset("busybox"), DEFAULT_INIT), target)
+    initramfs.build(greeter_spec(asset("busybox"), asset("kernel")), target)
     return target
 
 
@@ -68,13 +68,19 @@ def test_the_default_initrd_greets_and_powers_off(tmp_path: Path, monkeypatch: p
     from isola.assets import cpio
     from isola.cli.vm import default_initrd
 
-    asset("busybox")
+    kernel = asset("kernel")
     monkeypatch.setenv("ISOLA_HOME", str(tmp_path))
     monkeypatch.setattr(paths, "assets_dir", lambda: Path(paths.DEFAULT_HOME) / "assets")
-    built = default_initrd()
-    assert built == default_initrd()  # built once, then reused
+    built = default_initrd(kernel)
+    assert built == default_initrd(kernel)  # built once, then reused
     names = {e.name: e for e in cpio.read_archive(built)}
     assert "bin/busybox" in names and "poweroff -f" in names["init"].data.decode()
+    order = names["lib/modules/order"].data.decode().split()
+    assert {"virtio_mmio.ko", "virtio_blk.ko", "virtio_net.ko"} <= set(order)
+    elsewhere = tmp_path / "vmlinuz-custom"  # a kernel outside a Debian package: a greeter without modules
+    elsewhere.write_bytes(kernel.read_bytes())
+    names = {e.name: e for e in cpio.read_archive(default_initrd(elsewhere))}
+    assert "lib/modules/order" in names and not names["lib/modules/order"].data
 
 
 @pytest.mark.real_kvm
@@ -100,14 +106,21 @@ def test_isola_vmm_boots_a_vm_document(tmp_path: Path, hello_initrd: Path, cpus:
 
 
 @pytest.mark.real_kvm
-def test_isola_vm_run_boots_and_refuses_what_it_cannot_attach(hello_initrd: Path, tmp_path: Path) -> None:
+def test_isola_vm_run_boots_with_disks(hello_initrd: Path, tmp_path: Path) -> None:
     result = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--timeout", "300"])
     assert result.returncode == 0, result.stderr[-2000:]
     assert GREETING in result.stdout
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(1 << 20))
-    refused = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--disk", str(disk)], timeout=60)
-    assert refused.returncode == os.EX_UNAVAILABLE and "ACPI" in refused.stderr
+    with_disks = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--disk", str(disk), "--disk",
+                      f"{disk},ro", "--timeout", "300"])  # fmt: skip
+    assert with_disks.returncode != 0 and "in use by another VM" in with_disks.stderr  # one image, locked once
+    other = tmp_path / "other.img"
+    other.write_bytes(bytes(1 << 20))
+    with_disks = run([*ISOLA, "vm", "run", "--initrd", str(hello_initrd), "--disk", str(disk), "--disk",
+                      f"{other},ro", "--timeout", "300"])  # fmt: skip
+    assert with_disks.returncode == 0, with_disks.stderr[-2000:]
+    assert "devices: vda vdb" in with_disks.stdout, with_disks.stdout[-2000:]
 
 
 @pytest.mark.real_kvm

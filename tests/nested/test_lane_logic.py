@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from isola.assets import kmod
 from isola.errors import FormatError, NotFoundError, UnsupportedError, UsageError
-from isola.vmm.nested import image, lane, modules
+from isola.vmm.nested import image, lane
 
 NONCE = "0123456789abcdef"
 
@@ -260,36 +261,36 @@ def fake_modules(tmp_path: Path, depends: dict[str, str]) -> dict[str, Path]:
     for name, deps in depends.items():
         path = tmp_path / f"{name.replace('_', '-')}.ko"
         path.write_bytes(elf_with_modinfo({"license": "GPL", "depends": deps, "name": name}))
-        available[modules.module_name(path)] = path
+        available[kmod.module_name(path)] = path
     return available
 
 
 def test_modinfo_reads_the_section():
-    assert modules.modinfo(elf_with_modinfo({"depends": "a,b", "name": "c"})) == {"depends": "a,b", "name": "c"}
+    assert kmod.modinfo(elf_with_modinfo({"depends": "a,b", "name": "c"})) == {"depends": "a,b", "name": "c"}
 
 
 @pytest.mark.parametrize("data", [b"", b"\x7fELF" + bytes(60), b"\x1f\x8b" + bytes(100)])
 def test_modinfo_refuses_what_is_not_a_module(data):
     with pytest.raises(FormatError):
-        modules.modinfo(data)
+        kmod.modinfo(data)
 
 
 def test_load_order_puts_dependencies_first(tmp_path):
     available = fake_modules(
         tmp_path, {"kvm_amd": "kvm,ccp", "kvm": "irqbypass", "ccp": "", "irqbypass": "", "unused": ""}
     )
-    order = [modules.module_name(p) for p in modules.load_order(["kvm-amd", "kvm"], available)]
+    order = [kmod.module_name(p) for p in kmod.load_order(["kvm-amd", "kvm"], available)]
     assert order == ["irqbypass", "kvm", "ccp", "kvm_amd"]
 
 
 def test_load_order_reports_a_missing_module(tmp_path):
     with pytest.raises(NotFoundError, match=r"kernel module ccp \(needed by kvm_amd\) is not in the kernel package"):
-        modules.load_order(["kvm_amd"], fake_modules(tmp_path, {"kvm_amd": "ccp"}))
+        kmod.load_order(["kvm_amd"], fake_modules(tmp_path, {"kvm_amd": "ccp"}))
 
 
 def test_load_order_reports_a_cycle(tmp_path):
     with pytest.raises(FormatError, match="cycle: a -> b -> a"):
-        modules.load_order(["a"], fake_modules(tmp_path, {"a": "b", "b": "a"}))
+        kmod.load_order(["a"], fake_modules(tmp_path, {"a": "b", "b": "a"}))
 
 
 def test_pvh_kernel_refuses_a_file_that_is_not_a_bzimage(tmp_path):
@@ -298,3 +299,11 @@ def test_pvh_kernel_refuses_a_file_that_is_not_a_bzimage(tmp_path):
     with pytest.raises(FormatError, match="not an x86 bzImage"):
         image.pvh_kernel(bogus, tmp_path / "vmlinux")
     assert not (tmp_path / "vmlinux").exists()
+
+
+def test_only_the_lane_switches_of_the_callers_environment_reach_l1(monkeypatch):
+    monkeypatch.setenv("ISOLA_NESTED_SMP", "1")
+    monkeypatch.setenv("SOME_HOST_SECRET", "x")
+    env = lane.l1_environment()
+    assert env["ISOLA_NESTED_SMP"] == "1" and env["ISOLA_NESTED_L1"] == "1"
+    assert "SOME_HOST_SECRET" not in env

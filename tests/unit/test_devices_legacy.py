@@ -1,4 +1,4 @@
-"""The bus, the 16550 UART, the CMOS RTC and the absent i8042, driven as Linux drives them."""
+"""The bus, the 16550 UART and the CMOS RTC, driven as Linux drives them (the i8042: test_devices_i8042.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from isola.devices import serial
 from isola.devices.bus import Bus, DeviceMemoryError, RamMemory
-from isola.devices.i8042 import I8042, I8042_BASE, I8042_LENGTH
 from isola.devices.rtc import RTC_BASE, RTC_LENGTH, CmosRtc
 from isola.devices.serial import COM1_BASE, UART_LENGTH, Uart16550
 from tests.unit.test_devices_support import FakeIrq
@@ -266,21 +265,3 @@ def test_rtc_binary_and_12_hour_modes() -> None:
     bus.write(RTC_BASE, 1, 0x0B)
     bus.write(RTC_BASE + 1, 1, 0x00)  # BCD, 12-hour
     assert cmos(bus, 4) == 0x80 | 0x06
-
-
-# -- i8042 -----------------------------------------------------------------------------------------------------
-
-
-def test_i8042_is_absent_but_resets() -> None:
-    resets: list[bool] = []
-    bus = Bus()
-    bus.register(I8042_BASE, I8042_LENGTH, I8042(lambda: resets.append(True)))
-    assert bus.read(0x60, 1) == 0xFF
-    status = bus.read(0x64, 1)
-    assert status & 0x01  # output buffer "full": Linux's flush gives up, "No controller found"
-    assert not status & 0x02  # input buffer empty: reboot=k writes its reset command at once
-    bus.write(0x64, 1, 0xD1)  # another command: ignored
-    bus.write(0x60, 1, 0xFE)  # the data port: not a reset
-    assert resets == []
-    bus.write(0x64, 1, 0xFE)
-    assert resets == [True]

@@ -23,15 +23,12 @@ from collections.abc import Callable
 import pytest
 
 from isola.devices.virtio.net import HDR_LEN, VirtioNet, parse_mac
+from isola.errors import UsageError
+from isola.host import tap
 from tests.conftest import require_root
 from tests.unit.test_devices_support import Driver, DriverQueue
 
 CLONE_NEWNET = 0x40000000
-TUNSETIFF = 0x400454CA
-TUNSETVNETHDRSZ = 0x400454D8
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
 SIOCGIFHWADDR = 0x8927
 
 TAP = "isola-t0"
@@ -90,9 +87,7 @@ def ipv4(proto: int, payload: bytes) -> bytes:
 
 
 def make_tap() -> tuple[int, bytes]:
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", TAP.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR))
-    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", HDR_LEN))
+    fd = tap.open_tap(TAP)  # what the VMM does: the kernel creates the tap, which lives as long as the fd
     for command in (
         f"link set {TAP} up",
         f"addr add {HOST_IP}/24 dev {TAP}",
@@ -165,3 +160,15 @@ def test_virtio_net_on_a_real_tap() -> None:
     if shutil.which("ip") is None or not os.path.exists("/dev/net/tun"):
         pytest.skip("needs iproute2 and /dev/net/tun")
     in_private_netns(guest_talks_to_its_tap)
+
+
+def test_a_name_that_is_not_a_tap_is_refused_clearly():
+    require_root()
+    with pytest.raises(UsageError, match="not a network interface name"):
+        tap.open_tap("no/slash")
+
+    def attach_to_loopback() -> None:
+        with pytest.raises(UsageError, match="cannot attach to tap lo"):
+            tap.open_tap("lo")  # exists in every namespace, and is no tap
+
+    in_private_netns(attach_to_loopback)

@@ -82,3 +82,19 @@ def test_duplicate_drive_ids_are_refused(files: dict[str, str]) -> None:
     with pytest.raises(InvalidSpecError) as info:
         config.parse(doc(files, drives=drives))
     assert info.value.field == "drives[1].drive_id"
+
+
+def test_entropy_adds_a_virtio_rng_and_takes_no_options(files: dict[str, str]) -> None:
+    assert not config.parse(doc(files)).entropy
+    assert config.parse(doc(files, entropy={})).entropy
+    with pytest.raises(InvalidSpecError) as err:
+        config.parse(doc(files, entropy={"rate_limiter": {}}))
+    assert err.value.field == "entropy.rate_limiter"
+
+
+def test_the_virtio_devices_must_fit_the_interrupt_lines(files: dict[str, str]) -> None:
+    drives = [{"drive_id": f"d{i}", "path_on_host": files["disk.img"], "is_read_only": True} for i in range(16)]
+    nics = [{"iface_id": f"n{i}", "host_dev_name": f"tap{i}"} for i in range(2)]
+    assert len(config.parse(doc(files, drives=drives, **{"network-interfaces": nics})).drives) == 16
+    with pytest.raises(InvalidSpecError, match="room for 18 virtio devices"):
+        config.parse(doc(files, drives=drives, entropy={}, **{"network-interfaces": nics}))

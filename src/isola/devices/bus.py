@@ -68,8 +68,8 @@ class Bus:
     """Non-overlapping windows `[base, base + length)`, each routed to one device at `offset = addr - base`.
 
     An access nobody claims reads all-ones and writes nowhere, as on a PC bus with nothing driving it; Linux's
-    probes rely on that (an absent i8042 or UART reads 0xff). Windows are registered before the guest runs;
-    lookups afterwards are lock-free reads of immutable lists, so vCPU threads may share one bus.
+    probes rely on that (an absent UART or keyboard controller reads 0xff). Windows are registered before the guest
+    runs; lookups afterwards are lock-free reads of immutable lists, so vCPU threads may share one bus.
     """
 
     def __init__(self) -> None:

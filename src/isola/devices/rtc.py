@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 RTC_BASE = 0x70
 RTC_LENGTH = 2
+RTC_IRQ = 8
+"""A PC's RTC line. This model raises no interrupts, but Linux's driver will not bind without the line."""
 INDEX = 0
 DATA = 1
 

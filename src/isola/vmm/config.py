@@ -4,7 +4,8 @@
       "boot-source": {"kernel_image_path": "...", "initrd_path": "...", "boot_args": "console=ttyS0"},
       "machine-config": {"vcpu_count": 2, "mem_size_mib": 256},
       "drives": [{"drive_id": "data", "path_on_host": "disk.img", "is_read_only": false}],
-      "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}]
+      "network-interfaces": [{"iface_id": "eth0", "host_dev_name": "tap0", "guest_mac": "06:00:ac:10:00:02"}],
+      "entropy": {}
     }
 
 The same document is what the REST API assembles piece by piece (PUT /boot-source, PUT /drives/{id}, ...),
@@ -24,6 +25,8 @@ from isola.errors import InvalidSpecError
 MAX_VCPUS = 32
 MAX_DRIVES = 16
 MAX_NICS = 8
+MAX_VIRTIO_DEVICES = 18
+"""Drives, interfaces and the entropy device together: one IOAPIC line each (`machine.VIRTIO_GSIS`)."""
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
@@ -57,6 +60,8 @@ class VmConfig:
     memory_mib: int = 256
     drives: tuple[Drive, ...] = ()
     nics: tuple[NetworkInterface, ...] = ()
+    entropy: bool = False
+    """A virtio-rng device (Firecracker's `entropy`), fed from the host's getrandom()."""
 
 
 def _object(
@@ -103,7 +108,9 @@ def _file(doc: Mapping[str, Any], key: str, where: str) -> Path:
 
 def parse(doc: Any, *, max_memory_mib: int = 1 << 20) -> VmConfig:
     """Validate a VM document and return its typed form; InvalidSpecError names the first wrong field."""
-    top = _object(doc, "", {"boot-source", "machine-config", "drives", "network-interfaces"}, {"boot-source"})
+    top = _object(
+        doc, "", {"boot-source", "machine-config", "drives", "network-interfaces", "entropy"}, {"boot-source"}
+    )
     bs = _object(top["boot-source"], "boot-source", {"kernel_image_path", "initrd_path", "boot_args"},
                  {"kernel_image_path"})  # fmt: skip
     boot = BootSource(
@@ -144,7 +151,12 @@ def parse(doc: Any, *, max_memory_mib: int = 1 << 20) -> VmConfig:
         if not _MAC.match(mac) or int(mac[:2], 16) & 1:
             raise InvalidSpecError("must be a unicast MAC like 06:00:ac:10:00:02", field=f"{where}.guest_mac")
         nics.append(NetworkInterface(iface_id, tap, mac.lower()))
-    return VmConfig(boot, vcpus, memory, tuple(drives), tuple(nics))
+    entropy = "entropy" in top
+    if entropy:
+        _object(top["entropy"], "entropy", set())
+    if len(drives) + len(nics) + entropy > MAX_VIRTIO_DEVICES:
+        raise InvalidSpecError(f"a VM has room for {MAX_VIRTIO_DEVICES} virtio devices in all", field="drives")
+    return VmConfig(boot, vcpus, memory, tuple(drives), tuple(nics), entropy)
 
 
 def _default_mac(index: int) -> str:

@@ -23,14 +23,20 @@ call `request_stop` too.
 from __future__ import annotations
 
 import enum
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Self
 
+from isola.devices import acpi_pm
 from isola.devices.bus import Bus
+from isola.devices.virtio.device import VirtioDevice
+from isola.devices.virtio.mmio import MMIO_WINDOW_SIZE, QUEUE_NOTIFY, VirtioMmio
 from isola.errors import FormatError, NotFoundError, UsageError
+from isola.vmm.acpi import tables as acpi
+from isola.vmm.event_loop import EventLoop
 from isola.vmm.kvm import ioctls
 from isola.vmm.kvm.system import DEV_KVM
 from isola.vmm.kvm.vcpu import (
@@ -47,10 +53,25 @@ from isola.vmm.kvm.vcpu import (
 )
 from isola.vmm.kvm.vm import IrqLine, Kvm
 from isola.vmm.memory import MIB, GuestMemory
-from isola.vmm.x86 import boot_params, bzimage, cpuid, entry, mptable, msrs
-from isola.vmm.x86.layout import CMDLINE_ADDR, KERNEL_LOAD_ADDR, MPTABLE_ADDR, ZERO_PAGE_ADDR
+from isola.vmm.x86 import boot_params, bzimage, cpuid, entry, mptable, msrs, pvh, vmlinux
+from isola.vmm.x86.layout import (
+    ACPI_PM_PORT,
+    ACPI_TABLES_ADDR,
+    CMDLINE_ADDR,
+    HIMEM_START,
+    IOAPIC_ADDR,
+    KERNEL_LOAD_ADDR,
+    LAPIC_ADDR,
+    MPTABLE_ADDR,
+    VIRTIO_MMIO_BASE,
+    ZERO_PAGE_ADDR,
+)
 
 JOIN_TIMEOUT = 5.0
+VIRTIO_GSIS = (5, 6, 7, 9, 10, 11, 12, 13, 14, 15, *range(16, 24))
+"""Interrupt lines for virtio devices: the IOAPIC's 24 pins minus the timer (0, 2), the keyboard (1), the serial
+ports (3, 4) and the RTC (8)."""
+RESET_VALUE = 0x1
 
 
 class ExitKind(enum.StrEnum):
@@ -89,12 +110,16 @@ class MachineConfig:
     kvm_device: Path = DEV_KVM
 
 
+Protocol = Literal[32, 64, "pvh"]
+"""A Linux boot entry: the 32- or 64-bit boot protocol, or PVH (an ELF vmlinux's Xen note)."""
+
+
 @dataclass(frozen=True)
 class LinuxLayout:
     """Where `load_linux` put things, for logs and tests."""
 
     release: str
-    protocol: Literal[32, 64]
+    protocol: Protocol
     entry: int
     kernel: tuple[int, int]
     """[start, end) of the memory the kernel uses before it reads e820."""
@@ -102,6 +127,16 @@ class LinuxLayout:
     """[start, end) of the initrd; (0, 0) without one."""
     cmdline: int
     zero_page: int
+    """0 for PVH, which gets `start_info` instead."""
+    start_info: int = 0
+    """The `hvm_start_info` of a PVH boot; 0 for the boot protocols."""
+
+
+def _command_line(cmdline: str, limit: int) -> bytes:
+    cmd = cmdline.encode()
+    if b"\0" in cmd or len(cmd) > limit:
+        raise UsageError(f"the kernel command line must be at most {limit} bytes, without NUL")
+    return cmd
 
 
 def _read_input(value: Path | bytes, what: str) -> bytes:
@@ -132,6 +167,16 @@ class Machine:
         self._threads: list[threading.Thread] = []
         self._halted = 0
         self._panic: str | None = None
+        self.exit_counts: list[dict[str, int]] = [{} for _ in range(config.cpus)]
+        """Per vCPU, how many exits of each kind the VMM handled (each list is written by its vCPU's thread only)."""
+        self.virtio: list[VirtioMmio] = []
+        self.isa_devices: list[acpi.IsaDevice] = []
+        """Legacy devices the ACPI tables announce; whoever registers one on the port bus adds it here."""
+        self._virtio_slots: list[acpi.VirtioMmioSlot] = []
+        self.events = EventLoop()
+        self.events.on_error = lambda exc: self.request_stop(
+            ExitStatus(ExitKind.ERROR, f"device thread: {type(exc).__name__}: {exc}")
+        )
 
         self.kvm = Kvm(config.kvm_device)
         try:
@@ -160,12 +205,50 @@ class Machine:
             vcpu.set_msrs(msrs.boot_msrs())
             entry.init_vcpu_state(vcpu, lapic=config.irqchip)
             self.vcpus.append(vcpu)
+        power = acpi_pm.AcpiPowerManagement(
+            soft_off_type=acpi.S5_SLEEP_TYPE,
+            reset_value=RESET_VALUE,
+            on_poweroff=lambda: self.request_stop(ExitStatus(ExitKind.POWEROFF, "guest powered off (ACPI S5)")),
+            on_reset=lambda: self.request_stop(ExitStatus(ExitKind.REBOOT, "guest reset the machine (ACPI)")),
+        )
+        self.pio_bus.register(ACPI_PM_PORT, acpi_pm.LENGTH, power)
 
     def irq_line(self, gsi: int) -> IrqLine:
         """Interrupt line `gsi` of the in-kernel irqchip (ISA IRQ n is GSI n; the MP table says so too)."""
         if not self.config.irqchip:
             raise UsageError("this machine has no interrupt controller (irqchip=False)")
         return self.vm.irq_line(gsi)
+
+    def add_virtio(self, device: VirtioDevice) -> VirtioMmio:
+        """Give `device` the next virtio-mmio window and interrupt line; the ACPI tables announce it. Queue
+        notifications reach it through ioeventfds on the device thread, so they cost the vCPU no exit."""
+        index = len(self.virtio)
+        if index >= len(VIRTIO_GSIS):
+            raise UsageError(f"a VM has room for {len(VIRTIO_GSIS)} virtio devices")
+        base, gsi = VIRTIO_MMIO_BASE + index * MMIO_WINDOW_SIZE, VIRTIO_GSIS[index]
+        transport = VirtioMmio(device, self.memory, self.irq_line(gsi))
+        self.mmio_bus.register(base, MMIO_WINDOW_SIZE, transport)
+        for queue in range(len(device.queue_max_sizes)):
+            notify = self.events.eventfd(functools.partial(transport.kick, queue))
+            self.vm.assign_ioeventfd(notify, base + QUEUE_NOTIFY, 4, datamatch=queue)
+        self.virtio.append(transport)
+        self._virtio_slots.append(acpi.VirtioMmioSlot(base, MMIO_WINDOW_SIZE, gsi))
+        return transport
+
+    def acpi_platform(self) -> acpi.Platform:
+        """What this machine's ACPI tables describe."""
+        return acpi.Platform(
+            cpus=self.config.cpus,
+            lapic_addr=LAPIC_ADDR,
+            ioapic_addr=IOAPIC_ADDR,
+            ioapic_id=self.config.cpus,
+            sleep_control_port=ACPI_PM_PORT + acpi_pm.SLEEP_CONTROL,
+            sleep_status_port=ACPI_PM_PORT + acpi_pm.SLEEP_STATUS,
+            reset_port=ACPI_PM_PORT + acpi_pm.RESET,
+            reset_value=RESET_VALUE,
+            virtio=tuple(self._virtio_slots),
+            isa=tuple(self.isa_devices),
+        )
 
     # -- loading a kernel
 
@@ -175,37 +258,35 @@ class Machine:
         cmdline: str,
         initrd: Path | bytes | None = None,
         *,
-        protocol: Literal[32, 64] = 64,
+        protocol: Protocol | None = None,
     ) -> LinuxLayout:
-        """Load a bzImage, initrd and command line, write the zero page and MP table, and point vCPU 0 at the
-        kernel's 32- or 64-bit entry."""
+        """Load a kernel, initrd and command line, write the boot tables, and point vCPU 0 at the kernel's entry.
+
+        The kernel is a bzImage or an ELF vmlinux, told apart by their first bytes. `protocol` picks the entry: 32
+        or 64 for a bzImage (default 64); 64 (`startup_64`) or "pvh" for a vmlinux (default "pvh", the entry QEMU
+        and Cloud Hypervisor take for a vmlinux too: no page tables, no zero page).
+        """
         if not self.config.irqchip:
             raise UsageError("Linux needs the in-kernel irqchip; create the machine with irqchip=True")
         source = str(kernel) if isinstance(kernel, Path) else "kernel image"
-        image = bzimage.parse(_read_input(kernel, "kernel"), source)
+        data = _read_input(kernel, "kernel")
+        if vmlinux.is_elf(data):
+            return self._load_vmlinux(vmlinux.parse(data, source), source, cmdline, initrd, protocol or "pvh")
+        return self._load_bzimage(bzimage.parse(data, source), source, cmdline, initrd, protocol or 64)
+
+    def _load_bzimage(
+        self, image: bzimage.BzImage, source: str, cmdline: str, initrd: Path | bytes | None, protocol: Protocol
+    ) -> LinuxLayout:
         header = image.header
+        if protocol == "pvh":
+            raise UsageError(f"{source} is a bzImage; the PVH entry is in the ELF vmlinux compressed inside it")
         if protocol == 64 and not header.supports_64bit_entry:
             raise FormatError(f"{source} has no 64-bit entry point (xloadflags lacks XLF_KERNEL_64)")
-        cmd = cmdline.encode()
-        if b"\0" in cmd or len(cmd) > header.cmdline_size:
-            raise UsageError(f"the kernel command line must be at most {header.cmdline_size} bytes, without NUL")
-        ram_end = self.memory.low_end
+        cmd = _command_line(cmdline, header.cmdline_size)
         kernel_start, kernel_end = image.runtime_footprint(KERNEL_LOAD_ADDR)
-        if kernel_end > ram_end:
-            raise UsageError(
-                f"this kernel needs {-(-kernel_end // MIB)} MiB of guest memory to decompress and start; "
-                f"the VM has {self.config.memory_mib} MiB"
-            )
-        mem = self.memory
-        mem.write(KERNEL_LOAD_ADDR, image.kernel)
-        mem.write(CMDLINE_ADDR, cmd + b"\0")
-        initrd_addr = initrd_size = 0
-        if initrd is not None:
-            data = _read_input(initrd, "initrd")
-            initrd_addr, initrd_size = boot_params.place_initrd(len(data), header, ram_end, kernel_end), len(data)
-            mem.write(initrd_addr, data)
-        mem.write(MPTABLE_ADDR, mptable.build(self.config.cpus, MPTABLE_ADDR))
-        e820 = boot_params.e820_map([(r.gpa, r.end) for r in mem.ranges])
+        self._check_fits(kernel_end, "to decompress and start")
+        self.memory.write(KERNEL_LOAD_ADDR, image.kernel)
+        initrd_addr, initrd_size, e820 = self._write_boot_data(cmd, initrd, header, kernel_end)
         zero_page = boot_params.build(
             header,
             code32_start=KERNEL_LOAD_ADDR,
@@ -213,10 +294,11 @@ class Machine:
             e820=e820,
             initrd_addr=initrd_addr,
             initrd_size=initrd_size,
+            acpi_rsdp_addr=ACPI_TABLES_ADDR,
         )
-        mem.write(ZERO_PAGE_ADDR, zero_page)
+        self.memory.write(ZERO_PAGE_ADDR, zero_page)
         enter = entry.linux_64bit if protocol == 64 else entry.linux_32bit
-        enter(self.vcpus[0], mem, code32_start=KERNEL_LOAD_ADDR, zero_page=ZERO_PAGE_ADDR)
+        enter(self.vcpus[0], self.memory, code32_start=KERNEL_LOAD_ADDR, zero_page=ZERO_PAGE_ADDR)
         return LinuxLayout(
             release=image.release,
             protocol=protocol,
@@ -227,12 +309,97 @@ class Machine:
             zero_page=ZERO_PAGE_ADDR,
         )
 
+    def _load_vmlinux(
+        self, image: vmlinux.Vmlinux, source: str, cmdline: str, initrd: Path | bytes | None, protocol: Protocol
+    ) -> LinuxLayout:
+        if protocol == 32:
+            raise UsageError(f"{source} is an ELF vmlinux: it has a 64-bit and a PVH entry, no 32-bit one")
+        entry_point = image.pvh_entry if protocol == "pvh" else image.entry
+        if entry_point is None:
+            raise FormatError(
+                f"{source} has no PVH entry (no XEN_ELFNOTE_PHYS32_ENTRY note: built without CONFIG_PVH); "
+                "boot it through startup_64 (protocol 64)"
+            )
+        header = vmlinux.setup_header()
+        cmd = _command_line(cmdline, header.cmdline_size)
+        kernel_start, kernel_end = image.footprint
+        if kernel_start < HIMEM_START:
+            raise FormatError(f"{source} loads at {kernel_start:#x}, below 1 MiB, where the VMM's boot tables are")
+        self._check_fits(kernel_end, "to load")
+        for segment in image.segments:  # the BSS past each segment's data is already zero: RAM starts zeroed
+            self.memory.write(segment.paddr, segment.data)
+        initrd_addr, initrd_size, e820 = self._write_boot_data(cmd, initrd, header, kernel_end)
+        zero_page = start_info = 0
+        if protocol == "pvh":
+            start_info = pvh.START_INFO_ADDR
+            self.memory.write(
+                start_info,
+                pvh.build(
+                    start_info,
+                    cmdline_addr=CMDLINE_ADDR,
+                    e820=e820,
+                    initrd_addr=initrd_addr,
+                    initrd_size=initrd_size,
+                    rsdp_addr=ACPI_TABLES_ADDR,
+                ),
+            )
+            entry.linux_pvh(self.vcpus[0], self.memory, entry_point=entry_point, start_info=start_info)
+        else:
+            zero_page = ZERO_PAGE_ADDR
+            self.memory.write(
+                zero_page,
+                boot_params.build(
+                    header,
+                    code32_start=0,  # the 32-bit entry is the bzImage decompressor's; a vmlinux has none
+                    cmdline_addr=CMDLINE_ADDR,
+                    e820=e820,
+                    initrd_addr=initrd_addr,
+                    initrd_size=initrd_size,
+                    acpi_rsdp_addr=ACPI_TABLES_ADDR,
+                ),
+            )
+            entry.linux_startup_64(self.vcpus[0], self.memory, entry_point=entry_point, zero_page=zero_page)
+        return LinuxLayout(
+            release=image.release,
+            protocol=protocol,
+            entry=entry_point,
+            kernel=(kernel_start, kernel_end),
+            initrd=(initrd_addr, initrd_addr + initrd_size),
+            cmdline=CMDLINE_ADDR,
+            zero_page=zero_page,
+            start_info=start_info,
+        )
+
+    def _check_fits(self, kernel_end: int, purpose: str) -> None:
+        if kernel_end > self.memory.low_end:
+            raise UsageError(
+                f"this kernel needs {-(-kernel_end // MIB)} MiB of guest memory {purpose}; "
+                f"the VM has {self.config.memory_mib} MiB"
+            )
+
+    def _write_boot_data(
+        self, cmd: bytes, initrd: Path | bytes | None, header: bzimage.SetupHeader, kernel_end: int
+    ) -> tuple[int, int, list[boot_params.E820Entry]]:
+        """What every entry shares: the command line, the initrd (high, above the kernel) and the MP table.
+        Returns the initrd's address and size (0, 0 without one) and the memory map."""
+        mem = self.memory
+        mem.write(CMDLINE_ADDR, cmd + b"\0")
+        initrd_addr = initrd_size = 0
+        if initrd is not None:
+            data = _read_input(initrd, "initrd")
+            initrd_addr, initrd_size = boot_params.place_initrd(len(data), header, mem.low_end, kernel_end), len(data)
+            mem.write(initrd_addr, data)
+        mem.write(MPTABLE_ADDR, mptable.build(self.config.cpus, MPTABLE_ADDR))
+        mem.write(ACPI_TABLES_ADDR, acpi.build(self.acpi_platform(), ACPI_TABLES_ADDR))
+        return initrd_addr, initrd_size, boot_params.e820_map([(r.gpa, r.end) for r in mem.ranges])
+
     # -- running and stopping
 
     def start(self) -> None:
         """Start one thread per vCPU. Set up devices and the boot entry first."""
         if self._threads:
             raise UsageError("the machine was already started")
+        self.events.start()
         for vcpu in self.vcpus:
             thread = threading.Thread(target=self._vcpu_thread, args=(vcpu,), name=f"vcpu{vcpu.index}", daemon=True)
             self._threads.append(thread)
@@ -267,18 +434,23 @@ class Machine:
         return self._status
 
     def stop(self, status: ExitStatus | None = None) -> ExitStatus:
-        """Stop (if still running) and join every vCPU thread; the final status."""
+        """Stop (if still running) and join every vCPU thread and the device thread; the final status."""
         self.request_stop(status or ExitStatus(ExitKind.STOPPED, "stopped by the VMM"))
         for thread in self._threads:
             thread.join(JOIN_TIMEOUT)
             if thread.is_alive():
                 raise UsageError(f"{thread.name} did not stop within {JOIN_TIMEOUT} s")
+        self.events.stop()
         assert self._status is not None
         return self._status
 
     def run(self, timeout: float | None = None) -> ExitStatus:
-        """Start, wait for the guest to end (or `timeout` seconds: an error), stop. The exit status."""
+        """Start, then `finish`."""
         self.start()
+        return self.finish(timeout)
+
+    def finish(self, timeout: float | None = None) -> ExitStatus:
+        """Wait for the started guest to end (or `timeout` seconds: an error), stop. The exit status."""
         if self.wait(timeout) is None:
             return self.stop(ExitStatus(ExitKind.ERROR, f"the guest did not finish within {timeout} s"))
         return self.stop()
@@ -287,6 +459,7 @@ class Machine:
         """Stop if running, then free the VM, its RAM and the KVM fd."""
         if self._threads:
             self.stop()
+        self.events.close()
         if hasattr(self, "vm"):
             self.vm.close()
         if hasattr(self, "memory"):
@@ -313,8 +486,11 @@ class Machine:
     def _vcpu_loop(self, vcpu: Vcpu) -> None:
         stopped = self._stopped
         pio, mmio, lock = self.pio_bus, self.mmio_bus, self.device_lock
+        counts = self.exit_counts[vcpu.index]
         while not stopped.is_set():
             ex = vcpu.run()
+            kind = type(ex).__name__
+            counts[kind] = counts.get(kind, 0) + 1
             if isinstance(ex, IoExit):
                 with lock:
                     _dispatch_io(vcpu, ex, pio)

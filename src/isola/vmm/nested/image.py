@@ -28,16 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isola import paths
-from isola.assets import initramfs, manifest
-from isola.errors import FormatError, NotFoundError
-from isola.vmm.nested import modules
+from isola.assets import initramfs, kmod, manifest
+from isola.errors import FormatError
 
 # Bump when the image layout changes in a way the inputs below do not capture.
 _LAYOUT = 1
 
 # What L1 needs: kvm_amd for a real /dev/kvm (svm + npt, emulated by TCG), virtio-mmio + 9p for the host's
-# root (microvm announces virtio-mmio devices in its ACPI tables), overlay for writable views of host dirs.
-L1_MODULES = ("kvm_amd", "virtio_mmio", "9pnet_virtio", "9p", "overlay")
+# root (microvm announces virtio-mmio devices in its ACPI tables), overlay for writable views of host dirs, and
+# tun + bridge for tests that network L2 guests.
+L1_MODULES = ("kvm_amd", "virtio_mmio", "9pnet_virtio", "9p", "overlay", "tun", "bridge")
 
 # Applets /init uses; links for just these keep the image small and the build independent of `busybox --list`.
 _APPLETS = (
@@ -134,23 +134,9 @@ def pvh_kernel(bzimage: Path, out: Path) -> None:
     tmp.replace(out)
 
 
-def modules_root(kernel: Path) -> Path:
-    """``…/linux-image-X/boot/vmlinuz-X`` → ``…/linux-image-X/lib/modules/X``."""
-    release = kernel.name.removeprefix("vmlinuz-")
-    root = kernel.parent.parent / "lib" / "modules" / release
-    if not (root / "kernel").is_dir():
-        raise NotFoundError(f"{root}: the kernel package has no modules for {release}")
-    return root
-
-
 def l1_spec(busybox: Path, module_files: list[Path]) -> initramfs.ImageSpec:
     """The L1 image: busybox, `module_files` in load order (listed in /lib/modules/order), and `INIT`."""
-    order = "".join(f"{p.name}\n" for p in module_files).encode()
-    extra: list[initramfs.Entry] = [
-        *(initramfs.File(f"/lib/modules/{p.name}", p) for p in module_files),
-        initramfs.File("/lib/modules/order", order),
-    ]
-    return initramfs.busybox_image(busybox, INIT, applets=_APPLETS, extra=extra)
+    return initramfs.busybox_image(busybox, INIT, applets=_APPLETS, extra=kmod.initramfs_entries(module_files))
 
 
 def prepare(cache: Path | None = None) -> L1Assets:
@@ -170,7 +156,7 @@ def prepare(cache: Path | None = None) -> L1Assets:
         _remove_stale(cache, "vmlinux-*", keep=kernel)
         pvh_kernel(bzimage, kernel)
 
-    module_files = modules.load_order(L1_MODULES, modules.index(modules_root(bzimage)))
+    module_files = kmod.load_order(L1_MODULES, kmod.index(kmod.modules_root(bzimage)))
     key = _digest(
         str(_LAYOUT).encode(),
         INIT.encode(),

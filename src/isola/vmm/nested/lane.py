@@ -185,9 +185,13 @@ def l1_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The command's environment: the venv's bin first on PATH, no bytecode writes, unbuffered Python.
 
     Bytecode is not written because the host's sources are read-only in L1 (and the project's overlay is
-    thrown away). ``ISOLA_NESTED_L1=1`` lets tests know they run inside the lane.
+    thrown away). ``ISOLA_NESTED_L1=1`` lets tests know they run inside the lane, and the caller's other
+    ``ISOLA_NESTED_*`` variables (``ISOLA_NESTED_SMP=1``) pass through, so a switch given to `make test-nested`
+    reaches the tests in L1.
     """
+    passed = {k: v for k, v in os.environ.items() if k.startswith("ISOLA_NESTED_")}
     env = {
+        **passed,
         "PATH": f"{Path(sys.prefix) / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "HOME": "/tmp",
         "LANG": "C.UTF-8",

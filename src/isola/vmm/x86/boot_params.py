@@ -18,6 +18,7 @@ from isola.vmm.x86.layout import EBDA_START, HIMEM_START
 ZERO_PAGE_SIZE = 0x1000
 
 # Field offsets in struct boot_params (zero-page.rst; setup-header fields from boot.rst)
+ACPI_RSDP_ADDR = 0x070
 E820_ENTRIES = 0x1E8
 SENTINEL = 0x1EF
 VID_MODE = 0x1FA
@@ -87,8 +88,10 @@ def build(
     e820: Sequence[E820Entry],
     initrd_addr: int = 0,
     initrd_size: int = 0,
+    acpi_rsdp_addr: int = 0,
 ) -> bytes:
-    """The 4 KiB zero page."""
+    """The 4 KiB zero page. `acpi_rsdp_addr` (boot protocol 2.14) saves the kernel its scan for the RSDP; 0
+    means "none given"."""
     if len(e820) > E820_MAX_ENTRIES:
         raise UsageError(f"{len(e820)} e820 entries, the zero page holds {E820_MAX_ENTRIES}")
     page = bytearray(ZERO_PAGE_SIZE)
@@ -101,6 +104,7 @@ def build(
     struct.pack_into("<II", page, RAMDISK_IMAGE, initrd_addr, initrd_size)
     struct.pack_into("<H", page, HEAP_END_PTR, HEAP_END)
     struct.pack_into("<I", page, CMD_LINE_PTR, cmdline_addr)
+    struct.pack_into("<Q", page, ACPI_RSDP_ADDR, acpi_rsdp_addr)
     page[E820_ENTRIES] = len(e820)
     for i, entry in enumerate(e820):
         E820_ENTRY.pack_into(page, E820_TABLE + i * E820_ENTRY.size, entry.addr, entry.size, entry.type)

@@ -1,10 +1,12 @@
-"""vCPU state at a boot entry: the 32-bit boot protocol, the 64-bit one, and the state every vCPU starts with.
+"""vCPU state at a boot entry: the 32-bit boot protocol, the 64-bit one, PVH, and the state every vCPU starts with.
 
 Both protocols come from Documentation/arch/x86/boot.rst: flat segments `__BOOT_CS`/`__BOOT_DS` from a GDT in
 memory, interrupts off, %esi/%rsi = the zero page. The 32-bit entry runs with paging off at `code32_start`; the
-64-bit entry runs in long mode at `code32_start + 0x200` and needs identity page tables. CR0 is set outright
-rather than OR-ed into KVM's reset value, whose CD and NW bits (caching disabled) would otherwise stay set
-until Linux rewrites CR0, making the in-guest decompression run uncached where the hardware honours it.
+64-bit entry runs in long mode at `code32_start + 0x200` (an ELF vmlinux: at its `e_entry`, `startup_64`) and
+needs identity page tables. PVH (Xen's docs/misc/pvh.pandoc) is the 32-bit state again, with %ebx = the
+`hvm_start_info` instead of %esi = a zero page. CR0 is set outright rather than OR-ed into KVM's reset value,
+whose CD and NW bits (caching disabled) would otherwise stay set until Linux rewrites CR0, making the in-guest
+decompression run uncached where the hardware honours it.
 
 Only the bootstrap vCPU gets an entry; the others stay in KVM's wait-for-SIPI state until Linux starts them
 through the local APIC.
@@ -69,8 +71,8 @@ def _load_segments(sregs: structs.Sregs, table: list[int]) -> None:
     sregs.tr = gdt.segment(table, gdt.BOOT_TSS)
 
 
-def enter_protected_mode(vcpu: Vcpu, memory: PhysicalMemory, *, rip: int, rsi: int) -> None:
-    """32-bit protected mode, paging off, flat segments; RIP/RSI as given, every other register zero."""
+def enter_protected_mode(vcpu: Vcpu, memory: PhysicalMemory, *, rip: int, rsi: int, rbx: int = 0) -> None:
+    """32-bit protected mode, paging off, flat segments; RIP/RSI/RBX as given, every other register zero."""
     table = gdt.boot_gdt(long_mode=False)
     memory.write(GDT_ADDR, gdt.to_bytes(table))
     sregs = vcpu.get_sregs()
@@ -80,7 +82,7 @@ def enter_protected_mode(vcpu: Vcpu, memory: PhysicalMemory, *, rip: int, rsi: i
     sregs.cr4 = 0
     sregs.efer = 0
     vcpu.set_sregs(sregs)
-    vcpu.set_regs(structs.Regs(rip=rip, rsi=rsi, rflags=RFLAGS_RESERVED))
+    vcpu.set_regs(structs.Regs(rip=rip, rsi=rsi, rbx=rbx, rflags=RFLAGS_RESERVED))
 
 
 def enter_long_mode(vcpu: Vcpu, memory: PhysicalMemory, *, rip: int, rsi: int) -> None:
@@ -106,3 +108,14 @@ def linux_32bit(vcpu: Vcpu, memory: PhysicalMemory, *, code32_start: int, zero_p
 def linux_64bit(vcpu: Vcpu, memory: PhysicalMemory, *, code32_start: int, zero_page: int) -> None:
     """The 64-bit boot protocol: RIP = code32_start + 0x200, RSI = zero page."""
     enter_long_mode(vcpu, memory, rip=code32_start + ENTRY_64_OFFSET, rsi=zero_page)
+
+
+def linux_startup_64(vcpu: Vcpu, memory: PhysicalMemory, *, entry_point: int, zero_page: int) -> None:
+    """The 64-bit boot protocol into an ELF vmlinux: RIP = its `e_entry` (`startup_64`), RSI = zero page."""
+    enter_long_mode(vcpu, memory, rip=entry_point, rsi=zero_page)
+
+
+def linux_pvh(vcpu: Vcpu, memory: PhysicalMemory, *, entry_point: int, start_info: int) -> None:
+    """The PVH entry: EIP = the PHYS32_ENTRY note's address, EBX = `hvm_start_info`; CR0 = PE|ET, CR4 = 0, flat
+    4 GiB CS/DS/SS and a 32-bit TSS, as the PVH ABI asks."""
+    enter_protected_mode(vcpu, memory, rip=entry_point, rsi=0, rbx=start_info)

@@ -9,9 +9,10 @@ kernel update that adds or drops a dependency then still loads.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from isola.assets import initramfs
 from isola.errors import FormatError, NotFoundError
 
 _ELF_MAGIC = b"\x7fELF"
@@ -89,3 +90,26 @@ def load_order(wanted: Iterable[str], available: dict[str, Path]) -> list[Path]:
     for name in wanted:
         visit(name.replace("-", "_"))
     return order
+
+
+def modules_root(kernel: Path) -> Path:
+    """``…/linux-image-X/boot/vmlinuz-X`` → ``…/linux-image-X/lib/modules/X``."""
+    release = kernel.name.removeprefix("vmlinuz-")
+    root = kernel.parent.parent / "lib" / "modules" / release
+    if not (root / "kernel").is_dir():
+        raise NotFoundError(f"{root}: the kernel package has no modules for {release}")
+    return root
+
+
+ORDER_FILE = "/lib/modules/order"
+LOAD_SCRIPT = f'for ko in $(cat {ORDER_FILE}); do insmod "/lib/modules/$ko" || exit 1; done'
+"""The shell loop an initramfs /init runs to load what `initramfs_entries` put in the image."""
+
+
+def initramfs_entries(module_files: Sequence[Path]) -> list[initramfs.Entry]:
+    """`module_files` (already in load order) as /lib/modules/NAME.ko, and the order file `LOAD_SCRIPT` reads."""
+    order = "".join(f"{p.name}\n" for p in module_files).encode()
+    return [
+        *(initramfs.File(f"/lib/modules/{p.name}", p) for p in module_files),
+        initramfs.File(ORDER_FILE, order),
+    ]

@@ -1,0 +1,1 @@
+"""ACPI tables for the microVM: an AML encoder and the RSDP/XSDT/FADT/MADT/DSDT builder."""
