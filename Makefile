@@ -14,7 +14,7 @@ APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-uti
 	cpio iproute2 libseccomp2 util-linux \
 	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user qemu-system-x86 acpica-tools
 
-.PHONY: all setup apt venv assets demo test test-nested lint clean
+.PHONY: all setup apt venv assets demo test test-nested bench-vmm lint clean
 
 all: setup
 
@@ -57,6 +57,12 @@ NESTED_PYTEST := -p no:cacheprovider -p no:anyio -p no:hypothesispytest -m real_
 test-nested: setup
 	$(PY) -m isola.vmm.nested --timeout $(NESTED_TIMEOUT) -- \
 		python -m pytest $(NESTED_PYTEST) $(NESTED_TESTS)
+
+# isola-vmm beside QEMU (-M microvm -enable-kvm) in the nested lane's L1: boot to /init, virtio-blk read MB/s,
+# VMM RSS; writes bench/results/vmm.json and vmm.png (docs/vmm.md, Benchmarks). A few minutes.
+BENCH_VMM_ARGS ?=
+bench-vmm: setup
+	$(PY) bench/vmm_bench.py $(BENCH_VMM_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check src tests bench

@@ -39,7 +39,7 @@ def test_l1_modules_resolve_from_the_package_in_dependency_order(bzimage):
     assert order[:4] == ["irqbypass", "kvm", "ccp", "kvm_amd"]  # measurements §6a
     assert set(order) == {
         *("irqbypass", "kvm", "ccp", "kvm_amd", "virtio", "virtio_ring", "virtio_mmio"),
-        *("9pnet", "9pnet_virtio", "netfs", "fscache", "9p", "overlay"),
+        *("9pnet", "9pnet_virtio", "netfs", "fscache", "9p", "overlay", "tun", "bridge", "stp", "llc"),
     }
     for i, path in enumerate(kmod.load_order(image.L1_MODULES, available)):
         depends = kmod.modinfo(path.read_bytes()).get("depends", "")

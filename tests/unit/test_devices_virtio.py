@@ -631,3 +631,33 @@ def test_blk_write_zeroes_without_zero_range_support(tmp_path: Path, monkeypatch
     assert after[:512] == before[:512]
     assert after[512 : 5 << 20] == bytes((5 << 20) - 512)
     assert after[5 << 20 :] == before[5 << 20 :]
+
+
+@pytest.mark.parametrize("memory", ["GuestMemory", "RamMemory"])
+def test_scatter_from_file_reads_into_the_writable_buffers_and_stops_at_the_end_of_the_file(
+    tmp_path: Path, memory: str
+) -> None:
+    """GuestMemory offers views, so the file is read with one preadv straight into guest RAM; RamMemory does not,
+    so pread + scatter. Both fill the same bytes, and both report a short read at the end of the file."""
+    from isola.devices.bus import DeviceMemoryError
+    from isola.devices.virtio.queue import Chain
+    from isola.vmm.memory import GuestMemory
+
+    mem = GuestMemory(1 << 20) if memory == "GuestMemory" else RamMemory(1 << 20)
+    queue = SplitQueue(mem, 8, 0x1000, 0x2000, 0x3000, indirect=True)
+    data = os.urandom(10_000)
+    path = tmp_path / "disk.img"
+    path.write_bytes(data)
+    chain = Chain(0, writable=[(0x10000, 4096), (0x20000, 100), (0x30000, 8192)])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert queue.scatter_from_file(chain, fd, 512, 6000) == 6000
+        assert mem.read(0x10000, 4096) + mem.read(0x20000, 100) + mem.read(0x30000, 1804) == data[512:6512]
+        assert mem.read(0x30000 + 1804, 4) == bytes(4)  # nothing past `length`
+        assert queue.scatter_from_file(chain, fd, 8192, 6000) == 10_000 - 8192
+        with pytest.raises(DeviceMemoryError):
+            queue.scatter_from_file(Chain(0, writable=[(0xFFFF0, 4096)]), fd, 0, 4096)
+    finally:
+        os.close(fd)
+        if isinstance(mem, GuestMemory):
+            mem.close()  # fails if a view were left exported

@@ -77,6 +77,13 @@ class GuestMemory:
         off = self._locate(gpa, len(data))
         self._buf[off : off + len(data)] = data
 
+    def view(self, gpa: int, n: int) -> memoryview:
+        """A writable view of `n` bytes of guest RAM at `gpa`, so that devices can have the kernel read files
+        straight into it (`os.preadv`) instead of copying through `bytes` one buffer at a time. Release it (or
+        drop it) before `close()`, which cannot unmap RAM that a view still exports."""
+        off = self._locate(gpa, n)
+        return memoryview(self._buf)[off : off + n]
+
     def close(self) -> None:
         """Unmap the RAM. Only after the VM is gone: KVM may still touch a registered slot until then."""
         if self._anchor is not None:

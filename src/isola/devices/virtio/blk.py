@@ -140,10 +140,9 @@ class VirtioBlk(VirtioDevice):
         if kind == VIRTIO_BLK_T_IN:
             if not self._in_range(sector, data_len):
                 return VIRTIO_BLK_S_IOERR, 0
-            got = os.pread(self.fd, data_len, sector * SECTOR)
-            if len(got) != data_len:
+            if queue.scatter_from_file(chain, self.fd, sector * SECTOR, data_len) != data_len:
                 return VIRTIO_BLK_S_IOERR, 0  # the image shrank under us
-            return VIRTIO_BLK_S_OK, queue.scatter(chain, got)
+            return VIRTIO_BLK_S_OK, data_len
         if kind == VIRTIO_BLK_T_OUT:
             data = memoryview(queue.gather(chain))[_HEADER.size :]
             if self.read_only or not self._in_range(sector, len(data)):
