@@ -88,8 +88,15 @@ def csr_numbers() -> dict[str, int]:
     return names
 
 
+# objdump prints the canonical 32-bit `unimp` encoding, 0xc0001073, as that pseudo-instruction: it is
+# csrrw x0, cycle, x0, which traps at run time (cycle is read-only).
+_UNIMP = ("csrrw", "x0", "0xc00", "x0")
+
+
 def _normalize(mnemonic: str, operands: list[str], csr_numbers: dict[str, int]) -> tuple[str, ...]:
     """Mnemonic plus operands with the cosmetic differences removed (target syntax, CSR names, fence sets)."""
+    if mnemonic == "unimp" and not operands:
+        return _UNIMP
     fmt = _FMT_OF.get(mnemonic.removesuffix(".aqrl").removesuffix(".aq").removesuffix(".rl"))
     if fmt is None:
         return (mnemonic, *operands)

@@ -23,7 +23,7 @@ from isola.assets import initramfs, manifest
 from isola.errors import NotFoundError
 from isola.vmm import config, guest, launch
 from isola.vmm.machine import ExitKind
-from tests.conftest import require_root
+from tests.conftest import require_root, skip_smp_in_nested_lane
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_kvm, pytest.mark.timeout(900)]
 
@@ -51,15 +51,17 @@ def boot(document: dict[str, object]) -> tuple[ExitKind, str]:
     return status.kind, b"".join(console).decode("utf-8", "replace")
 
 
-def vm_document(initrd: Path, **extra: object) -> dict[str, object]:
+def vm_document(initrd: Path, cpus: int = 1, **extra: object) -> dict[str, object]:
     return {
         "boot-source": {"kernel_image_path": str(asset("kernel")), "initrd_path": str(initrd), "boot_args": APPEND},
-        "machine-config": {"vcpu_count": 1, "mem_size_mib": 256},
+        "machine-config": {"vcpu_count": cpus, "mem_size_mib": 256},
         **extra,
     }
 
 
-def test_a_file_written_to_an_ext4_disk_is_there_after_the_guest_reboots(tmp_path):
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_file_written_to_an_ext4_disk_is_there_after_the_guest_reboots(tmp_path, cpus):
+    skip_smp_in_nested_lane(cpus)
     disk, spare = tmp_path / "data.ext4", tmp_path / "spare.img"
     with disk.open("wb") as f:
         f.truncate(64 << 20)
@@ -68,6 +70,7 @@ def test_a_file_written_to_an_ext4_disk_is_there_after_the_guest_reboots(tmp_pat
     before = spare.read_bytes()
     commands = f"""
 mkdir -p /mnt && mount -t ext4 /dev/vda /mnt || echo "MOUNT-FAILED"
+echo "CPUS $(grep -c ^processor /proc/cpuinfo)"
 echo "SERIAL $(cat /sys/block/vda/serial) $(cat /sys/block/vdb/serial) RO $(cat /sys/block/vdb/ro)"
 if [ -f /mnt/note ]; then
     echo "READBACK $(cat /mnt/note)"
@@ -88,11 +91,11 @@ fi
         {"drive_id": "data", "path_on_host": str(disk)},
         {"drive_id": "spare", "path_on_host": str(spare), "is_read_only": True},
     ]
-    kind, console = boot(vm_document(initrd, drives=drives, entropy={}))
+    kind, console = boot(vm_document(initrd, cpus, drives=drives, entropy={}))
     assert "WRITTEN" in console and "MOUNT-FAILED" not in console, console[-3000:]
     assert f"READBACK {NOTE}" in console, console[-3000:]  # the second boot found what the first one wrote
     assert kind is ExitKind.POWEROFF, console[-3000:]
-    assert "SERIAL data spare RO 1" in console
+    assert "SERIAL data spare RO 1" in console and f"CPUS {cpus}" in console
     assert "ROHEAD READ-ONLY-IMAGE" in console and "RO-WRITE-REFUSED" in console
     assert spare.read_bytes() == before
     rng = next(line.split()[1] for line in console.splitlines() if line.startswith("RNG "))
@@ -154,10 +157,8 @@ poweroff -f
         directory = tmp_path / f"vm{n}"
         directory.mkdir()
         mac = f"06:00:0a:4d:00:{n + 1:02x}"
-        doc = vm_document(
-            build_initrd(directory, commands),
-            **{"network-interfaces": [{"iface_id": "eth0", "host_dev_name": tap, "guest_mac": mac}]},
-        )
+        doc = vm_document(build_initrd(directory, commands))
+        doc["network-interfaces"] = [{"iface_id": "eth0", "host_dev_name": tap, "guest_mac": mac}]
         (directory / "vm.json").write_text(json.dumps(doc))
         cmd = ["ip", "netns", "exec", bridge_netns, sys.executable, "-m", "isola.vmm.launch"]
         cmd += ["--config", str(directory / "vm.json"), "--timeout", str(BOOT_TIMEOUT)]

@@ -1,12 +1,13 @@
-"""A persistent cache of translated cold blocks, so that a program starts fast from its second run on.
+"""A persistent cache of translated blocks, so that a program starts fast from its second run on.
 
 Translating is mostly `compile()`, and short programs (a busybox applet, a static hello) spend nearly all
 their time translating code they run once. A translation depends only on the address and bytes of the pages
 it was made from: entries are stored per (first) page under the SHA-1 of (translator version, page address,
-page bytes), as marshalled code objects; an entry for a block spanning pages also records the other pages'
-digests and is used only while they match. A page whose bytes change (self-modifying code, another
-build of the binary) simply has another key. Files are written at exit, atomically (temp + rename), so
-concurrent emulators (a pipeline of forked guests) at worst redo a translation.
+page bytes); an entry for a block spanning pages also records the other pages' digests and is used only while
+they match. A page whose bytes change (self-modifying code, another build of the binary) simply has another
+key. Each block's record stays marshalled inside its page's file until the block first runs, so loading a
+page costs little more than reading it, whatever else was once translated there. Files are written at exit,
+atomically (temp + rename), so concurrent emulators (a pipeline of forked guests) at worst redo a translation.
 
 The location is `$ISOLA_EMU_CACHE`, default `$ISOLA_HOME/emu-cache`; an empty value, or a directory that
 cannot be written, turns the cache off.
@@ -20,16 +21,17 @@ import contextlib
 import importlib.util
 import marshal
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from isola import paths
 
-# A record: (code object, n, pcs, ends, nexts, offsets, lines): everything `Block` needs but the function,
-# under the key (start, hot). A hot block may span pages: its entry also carries the other pages' digests.
-Record = tuple[Any, int, list[int], list[int], list[int], list[int], list[int]]
-Entry = tuple[Record, tuple[tuple[int, str], ...]]
+# A record: (code object, n, pcs, ends, nexts, offsets, lines, pages): everything `Block` needs but the
+# function, under the key (start, hot). An entry holds it marshalled; a hot block may span pages, so its
+# entry also carries the other pages' digests.
+Record = tuple[Any, int, list[int], list[int], list[int], list[int], list[int], tuple[int, ...]]
+Entry = tuple[bytes, tuple[tuple[int, str], ...]]
 
 
 def _sha1_hex(data: bytes) -> str:
@@ -39,7 +41,8 @@ def _sha1_hex(data: bytes) -> str:
 def _translator_version() -> bytes:
     """Translations change when the translator does: key them by its source and the Python bytecode magic."""
     here = Path(__file__).parent
-    sources = b"".join((here / name).read_bytes() for name in ("translate.py", "codegen.py", "fpgen.py"))
+    names = ("translate.py", "codegen.py", "fpgen.py", "fpfast.py", "facts.py", "codecache.py")
+    sources = b"".join((here / name).read_bytes() for name in names)
     return _sha1_hex(importlib.util.MAGIC_NUMBER + sources).encode()
 
 
@@ -66,17 +69,19 @@ class CodeCache:
         entry = self._entries(page, read_page).get((start, hot))
         if entry is None:
             return None
-        record, others = entry
+        data, others = entry
         for other, key in others:
             if self._key(other, read_page) != key:
                 return None
+        try:
+            record: Record = marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            return None  # damaged: translate afresh
         return record
 
-    def add(
-        self, page: int, start: int, hot: bool, record: Record, pages: Sequence[int], read_page: Callable[[int], bytes]
-    ) -> None:
-        others = tuple((p, self._key(p, read_page)) for p in pages if p != page)
-        self._entries(page, read_page)[(start, hot)] = (record, others)
+    def add(self, page: int, start: int, hot: bool, record: Record, read_page: Callable[[int], bytes]) -> None:
+        others = tuple((p, self._key(p, read_page)) for p in record[7] if p != page)
+        self._entries(page, read_page)[(start, hot)] = (marshal.dumps(record), others)
         self._dirty.add(page)
 
     def _key(self, page: int, read_page: Callable[[int], bytes]) -> str:

@@ -8,6 +8,21 @@ translated FP code updates the flags far more often than anything reads the whol
 from __future__ import annotations
 
 
+class IllegalInstruction(Exception):
+    """The guest executed an encoding RV64GC does not define; the engine delivers SIGILL for it.
+
+    This is the guest's fault, not isola's, so it is deliberately not an `IsolaError`. It lives here rather
+    than with the decoder (`isa` re-exports it) so that the run loop can catch it without loading the
+    decoder's tables, which a warm start, taking every block from the code cache, never needs.
+    """
+
+    def __init__(self, pc: int, raw: int, length: int) -> None:
+        super().__init__(f"illegal instruction {raw:#0{length * 2 + 2}x} at pc {pc:#x}")
+        self.pc = pc
+        self.raw = raw
+        self.length = length
+
+
 class Cpu:
     __slots__ = ("f", "fflags", "frm", "instret", "pc", "reservation", "x")
 

@@ -11,11 +11,13 @@ illegal instruction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isola.emu import softfloat
 from isola.emu.codegen import addr, load_expr, store_lines
-from isola.emu.isa import Insn
+
+if TYPE_CHECKING:
+    from isola.emu.isa import Insn
 
 BOX = "0xffffffff00000000"
 INT_KINDS = {"w": "I32", "wu": "U32", "l": "I64", "lu": "U64"}

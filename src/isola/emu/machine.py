@@ -13,14 +13,12 @@ import signal
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from isola.emu import fpgen, ops
 from isola.emu.codecache import CodeCache
-from isola.emu.cpu import Cpu
-from isola.emu.isa import IllegalInstruction
+from isola.emu.cpu import Cpu, IllegalInstruction
 from isola.emu.memory import FlatMemory
 from isola.emu.softfloat import unbox32
 from isola.emu.translate import Block, Translator
@@ -51,8 +49,7 @@ class Breakpoint(Exception):
 TRAPS = (GuestFault, IndexError, struct.error, IllegalInstruction, Misaligned, Breakpoint, ValueError)
 
 
-@dataclass(frozen=True)
-class Trap:
+class Trap(NamedTuple):
     """A synchronous trap, located: what kind, at which guest pc, touching which address."""
 
     signo: int
@@ -97,6 +94,14 @@ class Machine:
             if code_before:
                 raise CodeChanged()
 
+        def fload(a: int) -> float:
+            """An fld into a register kept as a float (see fpfast) that the fast path declined."""
+            value: float = struct.unpack("<d", rslow(a, "<Q").to_bytes(8, "little"))[0]
+            return value
+
+        def fstore(a: int, value: float) -> None:
+            wslow(a, 8, int.from_bytes(struct.pack("<d", value), "little"))
+
         def misaligned(a: int) -> None:
             raise Misaligned(a)
 
@@ -110,6 +115,8 @@ class Machine:
             "SYSCALL": syscall,
             "RSLOW": rslow,
             "WSLOW": wslow,
+            "FLOAD": fload,
+            "FSTORE": fstore,
             "MISALIGNED": misaligned,
             "BREAKPOINT": breakpoint_,
             "FENCE_I": fence_i,
@@ -189,7 +196,9 @@ class Machine:
             return
         frame_locals = frame_tb.tb_frame.f_locals
         for name, value in frame_locals.items():  # registers the block held in locals (see translate.py)
-            if name[0] in "rf" and name[1:].isdigit():
+            if name[0] in "rfd" and name[1:].isdigit():
+                if name[0] == "d":  # an f register kept as a host float (see fpfast)
+                    value = int.from_bytes(struct.pack("<d", value), "little")
                 (self.cpu.x if name[0] == "r" else self.cpu.f)[int(name[1:])] = value
         if "ff" in frame_locals:
             self.cpu.fflags = frame_locals["ff"]

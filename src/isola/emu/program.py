@@ -11,9 +11,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from isola.emu.codecache import CodeCache, default_root
 from isola.emu.machine import Machine
@@ -23,8 +22,7 @@ from isola.linux.abi.riscv64 import ABI
 from isola.linux.kernel import GuestExit, GuestKilled, ImageReplaced, Kernel
 
 
-@dataclass
-class RunStats:
+class RunStats(NamedTuple):
     instructions: int
     blocks: int
     invalidations: int

@@ -16,30 +16,35 @@ trapped (`Block.index_of_line`), so the fast path carries no pc bookkeeping at a
 from __future__ import annotations
 
 import re
-import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from isola.emu.codecache import CodeCache, Record
 from isola.emu.codegen import MASK, SIGN, M, S, addr, load_expr, s32, setx, signed, store_lines, sx32, xr
+from isola.emu.cpu import IllegalInstruction
+from isola.emu.facts import FOLDABLE, IMM_FORMS, Facts
+from isola.emu.fpfast import FloatSource
 from isola.emu.fpgen import FP_EMITTERS
-from isola.emu.isa import IllegalInstruction, Insn, decode_at
 from isola.emu.memory import FlatMemory
 from isola.emu.ops import amo_ops
 from isola.linux.guest import PAGE_SHIFT, PROT_EXEC, GuestFault
+
+if TYPE_CHECKING:
+    from isola.emu.isa import Insn
 
 MAX_BLOCK = 96
 RETIRED = "@retired"  # in a CSR call: replaced by the instructions of the block that ran before it
 MAX_DETOUR = 24  # instructions of a loop's other arm that may be folded into the loop
 HOT_AFTER = 32  # executions of a cold (basic) block before it is retranslated as an optimised superblock
 LOOP_BUDGET = 50_000  # iterations of a folded loop between returns to the run loop
+MAX_ZEXT_GAP = 3  # instructions that may stand between the two shifts of a zero extension
 
 INT_REG = re.compile(r"\bx\[(\d+)\]")
 FP_REG = re.compile(r"\bf\[(\d+)\]")
-LOCAL_REG = re.compile(r"\b[rf]\d+\b")
-ASSIGNED_REG = re.compile(r"^\s*([rf]\d+)(?:, \w+)? = ", re.MULTILINE)
+FLOAT_REG = re.compile(r"\bd\[(\d+)\]")  # an f register a hot block keeps as a host float (see fpfast)
+LOCAL_REG = re.compile(r"\b[rfd]\d+\b")
+ASSIGNED_REG = re.compile(r"^\s*([rfd]\d+)(?:, \w+)? = ", re.MULTILINE)
 DYNAMIC_RM = re.compile(r"\brm\b")
 FLAGS_LOCAL = re.compile(r"\bff\b")
 
@@ -49,8 +54,22 @@ def _reg_order(name: str) -> tuple[str, int]:
 
 
 def _reg_list(name: str) -> str:
-    """`r5` -> `x[5]`, `f3` -> `f[3]`: the list slot a local stands for."""
+    """`r5` -> `x[5]`, `f3` and `d3` -> `f[3]`: the list slot a local stands for."""
     return f"{'x' if name[0] == 'r' else 'f'}[{name[1:]}]"
+
+
+def _load_local(name: str, indent: str) -> list[str]:
+    """A register's local from its list slot; a float-kept one is converted from its pattern."""
+    if name[0] == "d":
+        return [f"{indent}SQ[0] = {_reg_list(name)}", f"{indent}{name} = SD[0]"]
+    return [f"{indent}{name} = {_reg_list(name)}"]
+
+
+def _store_local(name: str, indent: str) -> list[str]:
+    """Write a register's local back to its list slot; a float-kept one as its pattern."""
+    if name[0] == "d":
+        return [f"{indent}SD[0] = {name}", f"{indent}{_reg_list(name)} = SQ[0]"]
+    return [f"{indent}{_reg_list(name)} = {name}"]
 
 
 ENDS_BLOCK = frozenset({"jalr", "ecall", "ebreak", "fence.i"})
@@ -68,40 +87,49 @@ BRANCH_COND = {
 LOADS = {"lb": ("<b", True), "lh": ("<h", True), "lw": ("<i", True), "ld": ("<Q", False),
          "lbu": ("<B", False), "lhu": ("<H", False), "lwu": ("<I", False)}  # fmt: skip
 STORES = {"sb": (1, "0xff"), "sh": (2, "0xffff"), "sw": (4, "0xffffffff"), "sd": (8, M)}
-STORE_FMT = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
 
 
-@dataclass
 class Block:
     """One translated block. Its instructions are numbered: the main path 0..n-1 in execution order, then the
     instructions of loop detours. For instruction i, `pcs[i]` is its address, `ends[i]` the byte after it,
     `nexts[i]` the pc that follows it in this block, and `offsets[i]` how many instructions of the current
     loop iteration (or of the block, without a loop) have run once it completes. `lines[l]` is the instruction
-    that line l+1 of the source belongs to, for mapping a trap back to its pc."""
+    that line l+1 of the source belongs to, for mapping a trap back to its pc.
 
-    start: int
-    n: int
-    pcs: list[int]
-    ends: list[int]
-    nexts: list[int]
-    offsets: list[int]
-    fn: Callable[[list[int], list[int], Any], int]
-    code: Any
-    lines: list[int]
-    pages: tuple[int, ...]
-    source: str = field(repr=False, default="")
+    A plain class rather than a dataclass, like the others on the start-up path: each @dataclass costs a few
+    hundred microseconds at import, and a warm static program starts in a few tens of milliseconds."""
+
+    __slots__ = ("code", "ends", "fn", "lines", "n", "nexts", "offsets", "pages", "pcs", "source", "start")
+
+    def __init__(
+        self,
+        start: int,
+        n: int,
+        pcs: list[int],
+        ends: list[int],
+        nexts: list[int],
+        offsets: list[int],
+        fn: Callable[[list[int], list[int], Any], int],
+        lines: list[int],
+        pages: tuple[int, ...],
+        source: str = "",
+    ) -> None:
+        self.start, self.n, self.pcs, self.ends, self.nexts, self.offsets = start, n, pcs, ends, nexts, offsets
+        self.fn, self.code, self.lines, self.pages, self.source = fn, fn.__code__, lines, pages, source
 
     def index_of_line(self, lineno: int) -> int:
         i = lineno - 1
         return self.lines[i] if 0 <= i < len(self.lines) else 0
 
 
-@dataclass
 class Stats:
-    blocks: int = 0  # translated
-    cached: int = 0  # taken from the persistent code cache
-    translate_s: float = 0.0
-    invalidations: int = 0
+    __slots__ = ("blocks", "cached", "invalidations", "translate_s")
+
+    def __init__(self) -> None:
+        self.blocks = 0  # translated
+        self.cached = 0  # taken from the persistent code cache
+        self.translate_s = 0.0
+        self.invalidations = 0
 
 
 class Translator:
@@ -117,12 +145,19 @@ class Translator:
             "MEM": mem.buf,
             "R": mem.readable,
             "W": mem.fast_write,
-            **{f"LD_{fmt[1]}": struct.Struct(fmt).unpack_from for fmt in ("<b", "<h", "<i", "<Q", "<B", "<H", "<I")},
-            **{f"ST{w}": struct.Struct(fmt).pack_into for w, fmt in STORE_FMT.items()},
+            **self._views(mem),
+            **FloatSource.namespace(),
             "PROMOTE": self.promote,
             **runtime,
         }
         mem.on_code_write = self.invalidate_page
+
+    @staticmethod
+    def _views(mem: FlatMemory) -> dict[str, memoryview[int] | memoryview[float]]:
+        """Guest memory cast to each access width that aligned loads and stores index (see codegen)."""
+        view = memoryview(mem.buf)
+        return {"MV_h": view.cast("h"), "MV_H": view.cast("H"), "MV_i": view.cast("i"), "MV_I": view.cast("I"),
+                "MV_Q": view.cast("Q"), "MV_d": view.cast("d")}  # fmt: skip
 
     # -- cache ---------------------------------------------------------------------------------------------
 
@@ -150,6 +185,13 @@ class Translator:
         self.mem.fetch_check(pc, 2)
         return int.from_bytes(self.mem.buf[pc : pc + 2], "little")
 
+    def _decode(self, pc: int) -> Insn:
+        """The instruction at pc. The decoder and its tables load on the first translation: a warm start
+        takes every block from the code cache and never needs them."""
+        from isola.emu.isa import decode_at
+
+        return decode_at(self._fetch16, pc)
+
     def _decode_block(self, start: int, hot: bool) -> list[tuple[int, Insn]]:
         """The instructions of the block at `start`, in execution order.
 
@@ -163,7 +205,7 @@ class Translator:
         page_end = ((start >> PAGE_SHIFT) + 1) << PAGE_SHIFT
         while len(insns) < MAX_BLOCK and pc not in seen and (hot or pc < page_end):
             try:
-                insn = decode_at(self._fetch16, pc)
+                insn = self._decode(pc)
             except (IllegalInstruction, GuestFault):
                 if not insns:
                     raise
@@ -192,13 +234,13 @@ class Translator:
         cache = self.codecache
         if cache.enabled:
             self.mem.fetch_check(start, 2)  # what decoding would have checked (the other pages: see below)
-            hit = cache.lookup(page, start, hot, self._page_bytes)
-            pages = self._pages_of(hit[2], hit[3]) if hit is not None else set()
-            if hit is not None and all((self.mem.prot_at(p << PAGE_SHIFT) or 0) & PROT_EXEC for p in pages):
-                blk = self._install(start, *hit)
-                self.stats.cached += 1
-                self.stats.translate_s += time.perf_counter() - t0
-                return blk
+            for tier in (True,) if hot else (True, False):  # a block that grew hot in an earlier run starts hot
+                hit = cache.lookup(page, start, tier, self._page_bytes)
+                if hit is not None and all((self.mem.prot_at(p << PAGE_SHIFT) or 0) & PROT_EXEC for p in hit[7]):
+                    blk = self._install(start, hit)
+                    self.stats.cached += 1
+                    self.stats.translate_s += time.perf_counter() - t0
+                    return blk
         insns = self._decode_block(start, hot)
         back_edge = next(
             (j for j, (pc, i) in enumerate(insns) if i.mnemonic in BACK_EDGES and (pc + i.imm) & MASK == start), None
@@ -215,10 +257,11 @@ class Translator:
         layout = _Layout(insns, back_edge, detours, start)
         src, lines = _BlockSource(layout, hot).source(start)
         code = compile(src, f"<guest {start:#x}>", "exec")
-        record: Record = (code, len(insns), layout.pcs, layout.ends, layout.nexts, layout.offsets, lines)
-        blk = self._install(start, *record, src=src)
+        pages = tuple(sorted(self._pages_of(layout.pcs, layout.ends)))
+        record: Record = (code, len(insns), layout.pcs, layout.ends, layout.nexts, layout.offsets, lines, pages)
+        blk = self._install(start, record, src)
         if cache.enabled:
-            cache.add(page, start, hot, record, blk.pages, self._page_bytes)
+            cache.add(page, start, hot, record, self._page_bytes)
         self.stats.blocks += 1
         self.stats.translate_s += time.perf_counter() - t0
         return blk
@@ -234,7 +277,7 @@ class Translator:
             if any(pc == p for p, _ in path):
                 return None
             try:
-                insn = decode_at(self._fetch16, pc)
+                insn = self._decode(pc)
             except (IllegalInstruction, GuestFault):
                 return None
             mn = insn.mnemonic
@@ -251,24 +294,12 @@ class Translator:
     def _pages_of(pcs: list[int], ends: list[int]) -> set[int]:
         return {pc >> PAGE_SHIFT for pc in pcs} | {(end - 1) >> PAGE_SHIFT for end in ends}
 
-    def _install(
-        self,
-        start: int,
-        code: Any,
-        n: int,
-        pcs: list[int],
-        ends: list[int],
-        nexts: list[int],
-        offsets: list[int],
-        lines: list[int],
-        src: str = "",
-    ) -> Block:
+    def _install(self, start: int, record: Record, src: str = "") -> Block:
         """Make the block's function from its compiled module code and enter it in the cache."""
+        code, n, pcs, ends, nexts, offsets, lines, pages = record
         ns: dict[str, Any] = {}
         exec(code, self.namespace, ns)
-        fn = ns["block"]
-        pages = tuple(sorted(self._pages_of(pcs, ends)))
-        blk = Block(start, n, pcs, ends, nexts, offsets, fn, fn.__code__, lines, pages, src)
+        blk = Block(start, n, pcs, ends, nexts, offsets, ns["block"], lines, pages, src)
         old = self.cache.get(start)
         if old is not None:  # a promotion: the cold block's pages no longer need to know it
             for p in old.pages:
@@ -314,9 +345,11 @@ class _BlockSource:
 
     A cold block is plain: registers are read and written in the lists `x` and `f`, and a countdown in a
     default argument promotes it after HOT_AFTER runs. A hot block keeps guest registers in Python locals
-    (`r5` for x5, `f3` for f3): a prologue loads every register the block mentions, each exit writes back the
+    (`r5` for x5, `f3` for f3, or `d3` holding f3 as a host float when only double arithmetic, loads and stores
+    touch it: see fpfast): a prologue loads every register the block mentions, each exit writes back the
     ones it assigns. A trap skips the write-back; the run loop copies the trapping frame's locals back
-    instead, so the fast path pays nothing for precision.
+    instead, so the fast path pays nothing for precision. Both tiers simplify integer code with what they
+    know of register values (see facts).
 
     Instruction counting: the run loop adds `n` whenever a block returns, so every exit that ran a different
     number of instructions corrects `cpu.instret` itself. In a folded loop, `c` counts the instructions of
@@ -332,6 +365,8 @@ class _BlockSource:
         self.n = layout.n
         self.back_edge = layout.back_edge
         self.hot = hot
+        self.facts = Facts()
+        self.floats = FloatSource.for_block(i for _, i in layout.order) if hot else FloatSource(frozenset())
 
     def count(self, idx: int) -> list[str]:
         """The correction of `cpu.instret` for leaving the block after instruction `idx` (-1: before any)."""
@@ -362,10 +397,11 @@ class _BlockSource:
                 emit(idx, "    ", self.exit(idx, str(pc + insn.length)))
         text = "\n".join(body)
         if self.hot:
-            text = FP_REG.sub(r"f\1", INT_REG.sub(r"r\1", text))
+            text = FLOAT_REG.sub(r"d\1", FP_REG.sub(r"f\1", INT_REG.sub(r"r\1", text)))
         used = sorted(set(LOCAL_REG.findall(text)), key=_reg_order)
         written = sorted(set(ASSIGNED_REG.findall(text)), key=_reg_order)
-        prologue = [f"    {reg} = {_reg_list(reg)}" for reg in used]
+        prologue = [line for reg in used for line in _load_local(reg, "    ")]
+        prologue += ["    " + line for line in self.floats.prologue()]
         if not self.hot:
             prologue = ["    _c[0] -= 1", f"    if not _c[0]: PROMOTE({start})"]
         if DYNAMIC_RM.search(text):
@@ -382,7 +418,7 @@ class _BlockSource:
             stripped = line.strip()
             indent = line[: len(line) - len(line.lstrip())]
             if stripped == self.WRITEBACK:
-                expanded = [f"{indent}{_reg_list(reg)} = {reg}" for reg in written] if self.hot else []
+                expanded = [line for reg in written for line in _store_local(reg, indent)] if self.hot else []
                 if uses_ff:
                     expanded.append(f"{indent}cpu.fflags = ff")
             elif stripped == self.SYSCALL:
@@ -398,8 +434,11 @@ class _BlockSource:
         emit(idx, indent, [f"if {self.condition(insn)}:"])
         first = self.layout.first[idx]
         path = self.layout.detours[idx]
+        main_path = self.facts
+        self.facts = main_path.copy()  # the detour knows what held at its branch, and the main path goes on
         for k, (dpc, dinsn) in enumerate(path):
             emit(first + k, indent + "    ", self.instruction(first + k, dpc, dinsn))
+        self.facts = main_path
         last = first + len(path) - 1
         emit(last, indent + "    ", [f"c += {self.layout.offsets[last]}", "continue"])
 
@@ -413,6 +452,8 @@ class _BlockSource:
         mn = insn.mnemonic
         nxt = pc + insn.length
         last = idx == self.n - 1
+        if mn in ("jal", "jalr"):
+            self.facts.learn(pc, insn)  # the link register holds a constant
         if idx == self.back_edge:
             return self.loop_back(idx, insn)
         if mn in BRANCH_COND:
@@ -434,10 +475,47 @@ class _BlockSource:
         emitter = _EMITTERS.get(mn) or FP_EMITTERS.get(mn)
         if emitter is None:
             raise IllegalInstruction(pc, insn.raw, insn.length)  # decodable, but not in user mode (mret, wfi…)
-        lines = emitter(pc, insn, nxt)
+        fused = self.zero_extension(idx, pc, insn)
+        if fused is not None:
+            lines = fused
+        else:
+            lines = self.facts.rewrite(pc, insn, self.floats.emit(insn) or emitter(pc, insn, nxt))
         if mn.startswith("csr"):  # counters read exactly: how many instructions of this block ran before
             lines = [line.replace(RETIRED, str(self.layout.offsets[idx] - 1)) for line in lines]
         return lines + (self.exit(idx, str(nxt)) if last else [])
+
+    def _zero_extension_end(self, idx: int) -> int | None:
+        """If main-path instruction idx is `slli rd, rs, k` and `srli rd, rd, k` follows it, with only integer
+        ALU instructions between that neither touch rd nor write rs (no trap, no exit, nothing can observe rd
+        in between), the number of that srli: together they leave rs zero-extended from 64 - k bits in rd
+        (zext.w for k = 32, often with an unrelated instruction scheduled between the two)."""
+        first = self.layout.insns[idx][1] if 0 <= idx < self.n else None
+        if first is None or first.mnemonic != "slli" or first.rd == 0:
+            return None
+        for j in range(idx + 1, min(idx + 1 + MAX_ZEXT_GAP, self.n)):
+            insn = self.layout.insns[j][1]
+            if insn.mnemonic == "srli" and insn.rd == insn.rs1 == first.rd and insn.imm == first.imm:
+                return j
+            sources = (insn.rs1,) if insn.mnemonic in IMM_FORMS else (insn.rs1, insn.rs2)
+            if insn.mnemonic not in FOLDABLE or first.rd in (insn.rd, *sources) or insn.rd == first.rs1:
+                return None
+        return None
+
+    def zero_extension(self, idx: int, pc: int, insn: Insn) -> list[str] | None:
+        """The source of either half of a zero-extending shift pair (one AND instead of shift, mask, shift), or
+        None if `insn` is not one."""
+        if insn.mnemonic == "slli" and self._zero_extension_end(idx) is not None:
+            self.facts.learn(pc, insn)
+            return []  # the srli computes rd from rs, which nothing between them changes
+        if insn.mnemonic != "srli" or not 0 < idx < self.n:
+            return None
+        first = next((k for k in range(idx - 1, max(idx - 1 - MAX_ZEXT_GAP, -1), -1)
+                      if self._zero_extension_end(k) == idx), None)  # fmt: skip
+        if first is None:
+            return None
+        self.facts.learn(pc, insn)
+        rs = self.layout.insns[first][1].rs1
+        return [f"x[{insn.rd}] = {f'x[{rs}]' if rs else '0'} & {(1 << (64 - insn.imm)) - 1:#x}"]
 
     def loop_back(self, idx: int, insn: Insn) -> list[str]:
         """The first jump back to the block's start: go round again, within the budget."""

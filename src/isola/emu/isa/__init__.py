@@ -1,7 +1,7 @@
 """The RV64GC instruction set: decoding words into `Insn` records, RVC expansion, and disassembly."""
 
+from isola.emu.cpu import IllegalInstruction
 from isola.emu.isa.decode import (
-    IllegalInstruction,
     Insn,
     decode,
     decode_at,

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+from isola.emu.cpu import IllegalInstruction
 from isola.emu.isa.opcodes import RM_FORMATS, ROWS, Fmt, Row
 from isola.emu.isa.rvc import expand_compressed
 
@@ -41,19 +42,6 @@ class Insn(NamedTuple):
     rl: bool
     length: int
     raw: int
-
-
-class IllegalInstruction(Exception):
-    """The guest executed an encoding RV64GC does not define; the engine delivers SIGILL for it.
-
-    This is the guest's fault, not isola's, so it is deliberately not an `IsolaError`.
-    """
-
-    def __init__(self, pc: int, raw: int, length: int) -> None:
-        super().__init__(f"illegal instruction {raw:#0{length * 2 + 2}x} at pc {pc:#x}")
-        self.pc = pc
-        self.raw = raw
-        self.length = length
 
 
 _Extract = Callable[[int, str, int, int], Insn | None]
