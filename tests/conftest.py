@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from isola import paths
+from isola.assets import manifest
+from isola.errors import NotFoundError
 from isola.vmm.kvm import system
 
 HARDWARE_KVM = ("kvm_amd", "kvm_intel")
@@ -52,3 +55,11 @@ def skip_smp_in_nested_lane(cpus: int) -> None:
     nested SVM; about 1 run in 4 here). They run where the KVM is real hardware, and in the lane on request."""
     if cpus > 1 and os.environ.get("ISOLA_NESTED_L1") and not os.environ.get("ISOLA_NESTED_SMP"):
         pytest.skip("SMP guests hang intermittently under TCG's nested SVM; ISOLA_NESTED_SMP=1 runs them")
+
+
+def amd64_asset(name: str) -> Path:
+    """A cached amd64 guest asset (kernel, busybox); the test skips with the reason when it is not cached."""
+    try:
+        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
+    except NotFoundError as exc:
+        pytest.skip(f"amd64 {name} not cached (isola assets fetch): {exc.message}")

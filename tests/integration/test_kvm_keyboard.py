@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from isola import paths
-from isola.assets import initramfs, manifest
+from isola.assets import initramfs
 from isola.assets.initramfs import File
-from isola.errors import NotFoundError
 from isola.vmm import config, launch
 from isola.vmm.machine import ExitKind, ExitStatus
+from tests.conftest import amd64_asset
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_kvm, pytest.mark.timeout(900)]
 
@@ -42,23 +41,16 @@ echo "{READY} uptime=$(cut -d' ' -f1 /proc/uptime)"
 """
 
 
-def _asset(name: str) -> Path:
-    try:
-        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
-    except NotFoundError as exc:
-        pytest.skip(f"amd64 {name} not cached (isola assets fetch): {exc.message}")
-
-
 @pytest.fixture(scope="module")
 def kernel() -> Path:
-    return _asset("kernel")
+    return amd64_asset("kernel")
 
 
 @pytest.fixture(scope="module")
 def shell_initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("initrd") / "shell.cpio.gz"
     init = f"#!/bin/sh\n{WAIT_FOR_KEYBOARD}sleep 600\n"
-    initramfs.build(initramfs.busybox_image(_asset("busybox"), init), out)
+    initramfs.build(initramfs.busybox_image(amd64_asset("busybox"), init), out)
     return out
 
 
@@ -70,7 +62,7 @@ def busybox_init_initrd(tmp_path_factory: pytest.TempPathFactory) -> Path:
         File("/etc/rcS", f"#!/bin/sh\n{WAIT_FOR_KEYBOARD}".encode(), mode=0o755),
         File("/etc/ctrlaltdel", f"#!/bin/sh\necho {INIT_CAD}\nreboot -f\n".encode(), mode=0o755),
     )
-    image = initramfs.busybox_image(_asset("busybox"), "#!/bin/sh\nexec /bin/busybox init\n", extra=extra)
+    image = initramfs.busybox_image(amd64_asset("busybox"), "#!/bin/sh\nexec /bin/busybox init\n", extra=extra)
     initramfs.build(image, out)
     return out
 

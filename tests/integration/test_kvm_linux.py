@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from isola import paths
-from isola.assets import initramfs, manifest
-from isola.errors import NotFoundError
+from isola.assets import initramfs
 from isola.vmm.launch import DEFAULT_APPEND, attach_legacy_devices
 from isola.vmm.machine import ExitKind, ExitStatus, Machine, MachineConfig
-from tests.conftest import skip_smp_in_nested_lane
+from tests.conftest import amd64_asset, skip_smp_in_nested_lane
 
 # real_kvm: skipped with the reason where /dev/kvm cannot run guest kernels natively (kvm_pvm here);
 # `make test-nested` runs this module inside the nested lane's L1 (kvm_amd).
@@ -28,21 +26,14 @@ BOOT_TIMEOUT = 300.0
 MARKER = "ISOLA-L2-INIT-OK"
 
 
-def _asset(name: str) -> Path:
-    try:
-        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
-    except NotFoundError as exc:
-        pytest.skip(f"amd64 {name} not cached (isola assets fetch): {exc.message}")
-
-
 @pytest.fixture(scope="module")
 def kernel() -> Path:
-    return _asset("kernel")
+    return amd64_asset("kernel")
 
 
 def _initrd(tmp_path_factory: pytest.TempPathFactory, name: str, init: str) -> Path:
     out = tmp_path_factory.mktemp("initrd") / f"{name}.cpio.gz"
-    initramfs.build(initramfs.busybox_image(_asset("busybox"), init), out)
+    initramfs.build(initramfs.busybox_image(amd64_asset("busybox"), init), out)
     return out
 
 

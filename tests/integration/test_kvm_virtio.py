@@ -18,12 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from isola import paths
-from isola.assets import initramfs, manifest
-from isola.errors import NotFoundError
+from isola.assets import initramfs
 from isola.vmm import config, guest, launch
 from isola.vmm.machine import ExitKind
-from tests.conftest import require_root, skip_smp_in_nested_lane
+from tests.conftest import amd64_asset, require_root, skip_smp_in_nested_lane
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_kvm, pytest.mark.timeout(900)]
 
@@ -32,16 +30,9 @@ APPEND = f"{launch.DEFAULT_APPEND} quiet"
 NOTE = "isola was here"
 
 
-def asset(name: str) -> Path:
-    try:
-        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
-    except NotFoundError as exc:
-        pytest.skip(f"amd64 {name} not cached (isola assets fetch): {exc.message}")
-
-
 def build_initrd(directory: Path, commands: str, modules: tuple[str, ...] = guest.VIRTIO_MODULES) -> Path:
     target = directory / "initrd.cpio.gz"
-    initramfs.build(guest.image_spec(asset("busybox"), asset("kernel"), commands, modules=modules), target)
+    initramfs.build(guest.image_spec(amd64_asset("busybox"), amd64_asset("kernel"), commands, modules=modules), target)
     return target
 
 
@@ -53,7 +44,11 @@ def boot(document: dict[str, object]) -> tuple[ExitKind, str]:
 
 def vm_document(initrd: Path, cpus: int = 1, **extra: object) -> dict[str, object]:
     return {
-        "boot-source": {"kernel_image_path": str(asset("kernel")), "initrd_path": str(initrd), "boot_args": APPEND},
+        "boot-source": {
+            "kernel_image_path": str(amd64_asset("kernel")),
+            "initrd_path": str(initrd),
+            "boot_args": APPEND,
+        },
         "machine-config": {"vcpu_count": cpus, "mem_size_mib": 256},
         **extra,
     }

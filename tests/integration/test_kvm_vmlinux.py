@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from isola import paths
-from isola.assets import initramfs, manifest
-from isola.errors import FormatError, NotFoundError, UsageError
+from isola.assets import initramfs
+from isola.errors import FormatError, UsageError
 from isola.vmm.kvm import system
 from isola.vmm.launch import DEFAULT_APPEND, attach_legacy_devices
 from isola.vmm.machine import ExitKind, ExitStatus, Machine, MachineConfig, Protocol
@@ -23,7 +22,7 @@ from isola.vmm.nested.image import pvh_kernel
 from isola.vmm.x86 import boot_params, entry, gdt, mptable, vmlinux
 from isola.vmm.x86.layout import ACPI_TABLES_ADDR, CMDLINE_ADDR, MPTABLE_ADDR, ZERO_PAGE_ADDR
 from isola.vmm.x86.pvh import START_INFO_ADDR, XEN_HVM_START_MAGIC
-from tests.conftest import skip_smp_in_nested_lane
+from tests.conftest import amd64_asset, skip_smp_in_nested_lane
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -34,17 +33,10 @@ CMDLINE = "console=ttyS0 panic=-1 quiet"
 TSS_BUSY_32 = 0xB
 
 
-def _asset(name: str) -> Path:
-    try:
-        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
-    except NotFoundError as exc:
-        pytest.skip(f"amd64 {name} not cached (isola assets fetch): {exc.message}")
-
-
 @pytest.fixture(scope="module")
 def vmlinux_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("vmlinux") / "vmlinux"
-    pvh_kernel(_asset("kernel"), out)
+    pvh_kernel(amd64_asset("kernel"), out)
     return out
 
 
@@ -57,7 +49,7 @@ sleep 1  # an ACPI power-off ends the VM at once: let the UART send what was wri
 poweroff -f
 """
     out = tmp_path_factory.mktemp("initrd") / "poweroff.cpio.gz"
-    initramfs.build(initramfs.busybox_image(_asset("busybox"), init), out)
+    initramfs.build(initramfs.busybox_image(amd64_asset("busybox"), init), out)
     return out
 
 
@@ -158,7 +150,7 @@ def test_refusals(kvm, vmlinux_path):
         with pytest.raises(UsageError, match="no 32-bit one"):
             m.load_linux(vmlinux_path, CMDLINE, protocol=32)
         with pytest.raises(UsageError, match="the PVH entry is in the ELF vmlinux"):
-            m.load_linux(_asset("kernel"), CMDLINE, protocol="pvh")
+            m.load_linux(amd64_asset("kernel"), CMDLINE, protocol="pvh")
         with pytest.raises(UsageError, match="at most 2047 bytes"):
             m.load_linux(vmlinux_path, "x" * 2048)
         with pytest.raises(FormatError, match="is truncated"):

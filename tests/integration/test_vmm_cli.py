@@ -14,21 +14,13 @@ from pathlib import Path
 import pytest
 
 from isola import paths
-from isola.assets import initramfs, manifest
-from isola.errors import NotFoundError
+from isola.assets import initramfs
 from isola.vmm.kvm import system
-from tests.conftest import skip_smp_in_nested_lane
+from tests.conftest import amd64_asset, skip_smp_in_nested_lane
 
 VMM = [sys.executable, "-m", "isola.vmm.launch"]
 ISOLA = [sys.executable, "-m", "isola.cli"]
 GREETING = "isola: hello from a VM"
-
-
-def asset(name: str) -> Path:
-    try:
-        return manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", name)
-    except NotFoundError:
-        pytest.skip(f"amd64 {name} not cached: run `isola assets fetch --arch amd64`")
 
 
 def run(cmd: list[str], timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -40,7 +32,7 @@ def hello_initrd(tmp_path: Path) -> Path:
     from isola.cli.vm import greeter_spec
 
     target = tmp_path / "hello.cpio.gz"
-    initramfs.build(greeter_spec(asset("busybox"), asset("kernel")), target)
+    initramfs.build(greeter_spec(amd64_asset("busybox"), amd64_asset("kernel")), target)
     return target
 
 
@@ -58,7 +50,7 @@ def test_a_bad_document_names_the_field(tmp_path: Path) -> None:
 def test_a_host_that_cannot_boot_kernels_is_told_so_at_once() -> None:
     if system.probe().provider != "kvm_pvm":
         pytest.skip("this host's KVM can boot kernels")
-    for cmd in ([*VMM, "--kernel", str(asset("kernel"))], [*ISOLA, "vm", "run"]):
+    for cmd in ([*VMM, "--kernel", str(amd64_asset("kernel"))], [*ISOLA, "vm", "run"]):
         result = run(cmd, timeout=60)
         assert result.returncode == os.EX_UNAVAILABLE, result.stderr
         assert "kvm_pvm" in result.stderr and "Traceback" not in result.stderr
@@ -68,7 +60,7 @@ def test_the_default_initrd_greets_and_powers_off(tmp_path: Path, monkeypatch: p
     from isola.assets import cpio
     from isola.cli.vm import default_initrd
 
-    kernel = asset("kernel")
+    kernel = amd64_asset("kernel")
     monkeypatch.setenv("ISOLA_HOME", str(tmp_path))
     monkeypatch.setattr(paths, "assets_dir", lambda: Path(paths.DEFAULT_HOME) / "assets")
     built = default_initrd(kernel)
@@ -92,7 +84,7 @@ def test_isola_vmm_boots_a_vm_document(tmp_path: Path, hello_initrd: Path, cpus:
         json.dumps(
             {
                 "boot-source": {
-                    "kernel_image_path": str(asset("kernel")),
+                    "kernel_image_path": str(amd64_asset("kernel")),
                     "initrd_path": str(hello_initrd),
                     "boot_args": "console=ttyS0 reboot=k panic=-1 quiet",
                 },

@@ -50,11 +50,6 @@ def test_identity_registers() -> None:
     assert driver.mmio.read(mmio.MAGIC_VALUE, 1) == 0  # registers answer 32-bit accesses only
 
 
-def test_cmdline_param() -> None:
-    assert mmio.cmdline_param(0xD0000000, 5) == "virtio_mmio.device=4K@0xd0000000:5"
-    assert mmio.cmdline_param(0x1000, 12, size=0x200) == "virtio_mmio.device=512@0x1000:12"
-
-
 def test_features_without_version_1_are_refused() -> None:
     driver = Driver(VirtioRng())
     driver.write_reg(mmio.STATUS, 3)

@@ -21,7 +21,6 @@ import os
 import selectors
 import signal
 import socket
-import stat
 import sys
 import termios
 import threading
@@ -31,7 +30,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal, Protocol, TypeVar
 
-from isola.errors import ConflictError, EngineError, NotFoundError, PermissionDeniedError, UsageError
+from isola.errors import NotFoundError, PermissionDeniedError, UsageError
+from isola.host import unix_socket
 
 BACKLOG = 64 << 10
 """Output kept for the next client to attach."""
@@ -39,7 +39,6 @@ CLIENT_QUEUE = 1 << 20
 """Output a client may leave unread; beyond it the oldest is dropped (the guest never waits for a client)."""
 DETACH = 0x1D  # Ctrl-]
 DETACH_NAME = "Ctrl-]"
-MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the terminating NUL
 TAKEN_OVER = b"\r\n[isola-vmm: another client attached to this console]\r\n"
 FINAL_FLUSH_SECONDS = 2.0
 
@@ -62,7 +61,7 @@ class ConsoleServer:
         self.path = path
         self._backlog_size = backlog
         self._client_queue = client_queue
-        self._listener = _listen(path)
+        self._listener = unix_socket.listen(path, "the console socket", backlog=4)
         self._identity = _identity(path)
         self._lock = threading.Lock()
         self._backlog = bytearray()
@@ -230,49 +229,6 @@ class ConsoleServer:
         client.settimeout(FINAL_FLUSH_SECONDS)
         with contextlib.suppress(OSError):
             client.sendall(rest, socket.MSG_NOSIGNAL)
-
-
-def _listen(path: Path) -> socket.socket:
-    """A listening unix socket at `path`, replacing a stale socket file, refusing anything else there."""
-    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-        raise UsageError(f"{path}: a unix socket path is at most {MAX_SOCKET_PATH} bytes", hint="use a shorter path")
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise UsageError(f"{path}: {exc.strerror}") from None
-    else:
-        if not stat.S_ISSOCK(mode):
-            raise ConflictError(f"{path} exists and is not a socket; not replacing it")
-        if _serving(path):
-            raise ConflictError(f"{path}: another process is already serving a console there")
-        path.unlink(missing_ok=True)  # a stale socket: nobody listens
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    try:
-        old_umask = os.umask(0o177)  # the socket is created 0600: its client owns the guest's console
-        try:
-            listener.bind(os.fsencode(path))
-        finally:
-            os.umask(old_umask)
-        listener.listen(4)
-    except OSError as exc:
-        listener.close()
-        if exc.errno == errno.ENOENT:
-            raise NotFoundError(f"{path.parent}: no such directory for the console socket") from None
-        if exc.errno == errno.EACCES:
-            raise PermissionDeniedError(f"{path}: cannot create the console socket: {exc.strerror}") from None
-        raise EngineError(f"{path}: cannot serve the console there: {exc.strerror}") from None
-    return listener
-
-
-def _serving(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as probe:
-        try:
-            probe.connect(os.fsencode(path))
-        except OSError:
-            return False
-    return True
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

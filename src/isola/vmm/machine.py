@@ -287,16 +287,7 @@ class Machine:
         self._check_fits(kernel_end, "to decompress and start")
         self.memory.write(KERNEL_LOAD_ADDR, image.kernel)
         initrd_addr, initrd_size, e820 = self._write_boot_data(cmd, initrd, header, kernel_end)
-        zero_page = boot_params.build(
-            header,
-            code32_start=KERNEL_LOAD_ADDR,
-            cmdline_addr=CMDLINE_ADDR,
-            e820=e820,
-            initrd_addr=initrd_addr,
-            initrd_size=initrd_size,
-            acpi_rsdp_addr=ACPI_TABLES_ADDR,
-        )
-        self.memory.write(ZERO_PAGE_ADDR, zero_page)
+        self._write_zero_page(header, KERNEL_LOAD_ADDR, e820, initrd_addr, initrd_size)
         enter = entry.linux_64bit if protocol == 64 else entry.linux_32bit
         enter(self.vcpus[0], self.memory, code32_start=KERNEL_LOAD_ADDR, zero_page=ZERO_PAGE_ADDR)
         return LinuxLayout(
@@ -345,19 +336,8 @@ class Machine:
             )
             entry.linux_pvh(self.vcpus[0], self.memory, entry_point=entry_point, start_info=start_info)
         else:
-            zero_page = ZERO_PAGE_ADDR
-            self.memory.write(
-                zero_page,
-                boot_params.build(
-                    header,
-                    code32_start=0,  # the 32-bit entry is the bzImage decompressor's; a vmlinux has none
-                    cmdline_addr=CMDLINE_ADDR,
-                    e820=e820,
-                    initrd_addr=initrd_addr,
-                    initrd_size=initrd_size,
-                    acpi_rsdp_addr=ACPI_TABLES_ADDR,
-                ),
-            )
+            # code32_start 0: the 32-bit entry is the bzImage decompressor's; a vmlinux has none
+            zero_page = self._write_zero_page(header, 0, e820, initrd_addr, initrd_size)
             entry.linux_startup_64(self.vcpus[0], self.memory, entry_point=entry_point, zero_page=zero_page)
         return LinuxLayout(
             release=image.release,
@@ -369,6 +349,27 @@ class Machine:
             zero_page=zero_page,
             start_info=start_info,
         )
+
+    def _write_zero_page(
+        self,
+        header: bzimage.SetupHeader,
+        code32_start: int,
+        e820: list[boot_params.E820Entry],
+        initrd_addr: int,
+        initrd_size: int,
+    ) -> int:
+        """The zero page of both boot protocols, at ZERO_PAGE_ADDR (returned)."""
+        page = boot_params.build(
+            header,
+            code32_start=code32_start,
+            cmdline_addr=CMDLINE_ADDR,
+            e820=e820,
+            initrd_addr=initrd_addr,
+            initrd_size=initrd_size,
+            acpi_rsdp_addr=ACPI_TABLES_ADDR,
+        )
+        self.memory.write(ZERO_PAGE_ADDR, page)
+        return ZERO_PAGE_ADDR
 
     def _check_fits(self, kernel_end: int, purpose: str) -> None:
         if kernel_end > self.memory.low_end:

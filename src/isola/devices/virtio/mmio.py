@@ -1,9 +1,10 @@
 """The virtio-mmio transport, version 2 (Virtio 1.2 §4.2): one register window per device, one interrupt line.
 
-The VMM registers a `VirtioMmio` on its MMIO bus at `base` with `MMIO_WINDOW_SIZE` and tells Linux about it with
-`cmdline_param()`. Guest register accesses arrive through `read`/`write`; work on a queue is started by a write
-of QueueNotify or, when the VMM routes that write elsewhere (an ioeventfd) or a backend has input (a tap),
-by `kick(queue)`. One lock serialises all of it, so vCPU threads and an I/O thread may share a device.
+The VMM registers a `VirtioMmio` on its MMIO bus at `base` with `MMIO_WINDOW_SIZE` and tells Linux about it in
+its ACPI tables (a kernel built without CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES, like Debian's, ignores the
+`virtio_mmio.device=` parameter). Guest register accesses arrive through `read`/`write`; work on a queue is
+started by a write of QueueNotify or, when the VMM routes that write elsewhere (an ioeventfd) or a backend has
+input (a tap), by `kick(queue)`. One lock serialises all of it, so vCPU threads and an I/O thread may share a device.
 
 Hostile guests: a bad queue layout, a malformed chain or an address outside RAM puts the device into the error
 state: NEEDS_RESET in Status, a configuration-change interrupt, and no further processing until the driver
@@ -74,12 +75,6 @@ _QUEUE_ADDRESS_REGS = {
     QUEUE_DEVICE_LOW: ("device", 0),
     QUEUE_DEVICE_HIGH: ("device", 32),
 }
-
-
-def cmdline_param(base: int, irq: int, size: int = MMIO_WINDOW_SIZE) -> str:
-    """The kernel command-line parameter that makes Linux probe a virtio-mmio device at `base` on `irq`."""
-    size_text = f"{size // 1024}K" if size % 1024 == 0 else str(size)
-    return f"virtio_mmio.device={size_text}@{base:#x}:{irq}"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from isola.vmm.acpi import aml
+from isola.vmm.x86.mptable import checksum
 
 OEM_ID = b"ISOLA "
 OEM_TABLE_ID = b"ISOLAVMM"
@@ -100,10 +101,6 @@ class Platform:
     reset_value: int
     virtio: Sequence[VirtioMmioSlot] = ()
     isa: Sequence[IsaDevice] = ()
-
-
-def checksum(data: bytes | bytearray) -> int:
-    return -sum(data) & 0xFF
 
 
 def _sdt(signature: bytes, revision: int, body: bytes) -> bytes:

@@ -13,60 +13,20 @@ VM, print its status line and exit with the VM's status instead of dying of the 
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import signal
-import socket
-import stat
 import sys
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
-from isola.errors import ConflictError, PermissionDeniedError, UsageError
+from isola.host import unix_socket
 from isola.vmm.api.app import create_app
 from isola.vmm.api.controller import Boot, Controller
 from isola.vmm.machine import ExitStatus
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def bind_unix_socket(path: Path) -> socket.socket:
-    """A listening unix socket at `path`; a one-line IsolaError when it cannot be had."""
-    try:
-        mode = path.lstat().st_mode
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise UsageError(f"cannot use {path} as the API socket: {exc.strerror}") from None
-    else:
-        if not stat.S_ISSOCK(mode):
-            raise ConflictError(f"{path} exists and is not a socket; give a new path for the API socket")
-        if _someone_listens(path):
-            raise ConflictError(f"{path} is in use: another process serves on it")
-        path.unlink()  # left behind by a process that died
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise PermissionDeniedError(f"cannot create the API socket {path}: {exc.strerror}") from None
-        if exc.errno == errno.EADDRINUSE:
-            raise ConflictError(f"{path} is in use: another process serves on it") from None
-        raise UsageError(f"cannot create the API socket {path}: {exc.strerror or exc}") from None
-    return sock
-
-
-def _someone_listens(path: Path) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 def serve(path: Path, boot: Boot, *, document: object = None) -> ExitStatus | None:
@@ -75,7 +35,7 @@ def serve(path: Path, boot: Boot, *, document: object = None) -> ExitStatus | No
     controller = Controller(boot)
     if document is not None:
         controller.load(document)
-    sock = bind_unix_socket(path)
+    sock = unix_socket.listen(path, "the API socket", backlog=128)
     identity = os.stat(path)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -43,8 +43,8 @@ IOAPIC = struct.Struct("<BBBBI")
 INTERRUPT = struct.Struct("<BBHBBBB")  # type, interrupt type, flags, source bus, source IRQ, dest id, dest pin
 
 
-def checksum(data: bytes) -> int:
-    """The byte that makes `data` (with a zero in the checksum field) sum to 0 mod 256."""
+def checksum(data: bytes | bytearray) -> int:
+    """The byte that makes `data` (with a zero in the checksum field) sum to 0 mod 256: MP and ACPI tables alike."""
     return -sum(data) & 0xFF
 
 
