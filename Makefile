@@ -55,7 +55,7 @@ NESTED_TIMEOUT ?= 1500
 NESTED_PYTEST := -p no:cacheprovider -p no:anyio -p no:hypothesispytest -m real_kvm
 
 test-nested: setup
-	$(PY) -m isola.vmm.nested --timeout $(NESTED_TIMEOUT) -- \
+	$(PY) -m isola.vmm.nested --timeout $(NESTED_TIMEOUT) --retries 1 -- \
 		python -m pytest $(NESTED_PYTEST) $(NESTED_TESTS)
 
 # isola-vmm beside QEMU (-M microvm -enable-kvm) in the nested lane's L1: boot to /init, virtio-blk read MB/s,

@@ -147,7 +147,7 @@ class Files:
 
     def open_fds(self) -> list[int]:
         """The guest's open descriptors (the emulator's reserved ones excluded)."""
-        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+        fds = self.k.host_fds()
         result = []
         for fd in fds:
             try:
@@ -375,13 +375,18 @@ class Files:
 
     # -- waiting on descriptors ------------------------------------------------------------------------------
 
-    def _poll(self, wanted: dict[int, int], timeout_ptr: int, sigmask_ptr: int, setsize: int) -> dict[int, int]:
+    def _poll(
+        self, wanted: dict[int, int], timeout_ptr: int, sigmask_ptr: int, setsize: int, seconds: float | None = None
+    ) -> dict[int, int]:
         """poll(2) on host fds; the guest's timespec gets the time left, and its signal mask (if given) holds
-        for the wait, as ppoll/pselect6 do."""
+        for the wait, as ppoll/pselect6 do. Without a timespec, `seconds` is a timeout the guest passed by value
+        (x86-64's poll and select): nothing is written back for it here."""
         k = self.k
         deadline = None
         if timeout_ptr:
             deadline = time.monotonic() + _timeout(_TIMESPEC.unpack(k.mem.read(timeout_ptr, 16)))
+        elif seconds is not None:
+            deadline = time.monotonic() + seconds
         if sigmask_ptr:
             k.signals.set_temporary_mask(sigmask_ptr, setsize)
         fds = [fd for fd in wanted if fd not in k.private_fds]
@@ -397,7 +402,7 @@ class Files:
         except SyscallError as e:
             if sigmask_ptr and e.errno != errno.EINTR:
                 k.signals.end_temporary_mask()
-            if e.errno == errno.EINTR and deadline is not None:
+            if e.errno == errno.EINTR and deadline is not None and timeout_ptr:
                 self._time_left(timeout_ptr, deadline)
             raise
         if sigmask_ptr:  # interrupted, the mask stays until the handler's frame has saved the original
@@ -406,7 +411,7 @@ class Files:
         for fd in wanted:
             if fd in k.private_fds:
                 ready[fd] = select.POLLNVAL
-        if deadline is not None:
+        if deadline is not None and timeout_ptr:
             self._time_left(timeout_ptr, deadline)
         return ready
 
@@ -415,6 +420,10 @@ class Files:
         self.k.mem.write(timeout_ptr, _TIMESPEC.pack(int(left), int(left % 1 * 1e9)))
 
     def sys_ppoll(self, fds: int, nfds: int, timeout: int, sigmask: int, setsize: int) -> int:
+        return self.ppoll(fds, nfds, timeout, sigmask, setsize)
+
+    def ppoll(self, fds: int, nfds: int, timeout: int, sigmask: int, setsize: int, seconds: float | None = None) -> int:
+        """ppoll(2), or with `seconds` (and no timespec) an ABI's poll(2) whose timeout is a value."""
         k = self.k
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and nfds > soft:
@@ -424,7 +433,7 @@ class Files:
         for fd, events, _ in entries:
             if fd >= 0:
                 wanted[fd] = wanted.get(fd, 0) | (events & 0xFFFF)
-        ready = self._poll(wanted, timeout, sigmask, setsize)
+        ready = self._poll(wanted, timeout, sigmask, setsize, seconds)
         out = bytearray()
         count = 0
         for fd, events, _ in entries:
@@ -437,6 +446,19 @@ class Files:
         return count
 
     def sys_pselect6(self, nfds: int, readfds: int, writefds: int, exceptfds: int, timeout: int, sig: int) -> int:
+        return self.pselect(nfds, readfds, writefds, exceptfds, timeout, sig)
+
+    def pselect(
+        self,
+        nfds: int,
+        readfds: int,
+        writefds: int,
+        exceptfds: int,
+        timeout: int,
+        sig: int,
+        seconds: float | None = None,
+    ) -> int:
+        """pselect6(2), or with `seconds` (and no timespec) an ABI's select(2), whose timeval is its own."""
         k = self.k
         nfds = s32(nfds)
         if nfds < 0:
@@ -458,7 +480,7 @@ class Files:
         sigmask_ptr, setsize = 0, 8
         if sig:
             sigmask_ptr, setsize = struct.unpack("<QQ", k.mem.read(sig, 16))
-        ready = self._poll(wanted, timeout, sigmask_ptr, setsize)
+        ready = self._poll(wanted, timeout, sigmask_ptr, setsize, seconds)
         if any(revents & select.POLLNVAL for revents in ready.values()):
             raise SyscallError(errno.EBADF)
         result = [0, 0, 0]

@@ -140,6 +140,14 @@ class AddressSpace(Protocol):
     def clear(self) -> None: ...
 
 
+class ForkObserver(Protocol):
+    """An engine's part in a guest fork: `before_fork` in the parent just before `os.fork()`, `in_child` first
+    thing in the child."""
+
+    def before_fork(self) -> None: ...
+    def in_child(self) -> None: ...
+
+
 class ImageLoader(Protocol):
     """Loads a program into the (cleared) address space for execve, as the engine's loader did the first
     one: returns (entry, initial sp). `execfn` is the path as the guest passed it (AT_EXECFN)."""
@@ -197,11 +205,16 @@ class Kernel(Generic[CpuT]):
         loader: ImageLoader | None = None,
         pending: list[bool] | None = None,
         host_signals: bool = True,
+        fork_observer: ForkObserver | None = None,
+        proc_fd: int | None = None,
     ) -> None:
         """`exe` is the host path of the running program, `argv` its arguments (for /proc/self/exe and
         /proc/self/cmdline); `flush_icache(start, end)` drops translations for riscv_flush_icache; `loader`
         serves execve; `pending` is the engine's flag asking for deliver_signals (see the module docstring);
-        `host_signals=False` leaves the host's signal dispositions and mask alone (tests)."""
+        `host_signals=False` leaves the host's signal dispositions and mask alone (tests); `fork_observer` is
+        told about a guest fork on both sides of `os.fork()` (an engine whose guest state cannot cross a fork
+        as is, like a KVM VM, rebuilds it in the child); `proc_fd`, a descriptor of the host's /proc, is where
+        the kernel looks up its own descriptors when the engine runs chroot-ed, without a /proc."""
         from isola.linux.files import Files
         from isola.linux.process import Process
         from isola.linux.signals import Signals
@@ -217,6 +230,8 @@ class Kernel(Generic[CpuT]):
         self.flush_icache = flush_icache
         self.loader = loader
         self.pending = pending if pending is not None else [False]
+        self.fork_observer = fork_observer
+        self.proc_fd = proc_fd
         self.private_fds: set[int] = set()
         self.trace = None
         if strace is not None:  # imported only when tracing: start-up time counts for short programs
@@ -301,6 +316,22 @@ class Kernel(Generic[CpuT]):
     def fault(self, sig: int, addr: int, cpu: CpuT) -> None:
         """The guest's instruction at cpu.pc faulted (SIGSEGV, SIGBUS, SIGILL, SIGTRAP): deliver it now."""
         self.signals.fault(sig, addr, cpu)
+
+    def host_fds(self) -> list[int]:
+        """Every descriptor this process has open (the guest's and the engine's)."""
+        if self.proc_fd is None:
+            return [int(n) for n in os.listdir("/proc/self/fd")]
+        fd_dir = os.open("self/fd", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self.proc_fd)
+        try:
+            return [int(n) for n in os.listdir(fd_dir) if int(n) != fd_dir]
+        finally:
+            os.close(fd_dir)
+
+    def fd_target(self, fd: int) -> str:
+        """What descriptor `fd` refers to, as /proc/self/fd shows it (a path, or e.g. "pipe:[1234]")."""
+        if self.proc_fd is None:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        return os.readlink(f"self/fd/{fd}", dir_fd=self.proc_fd)
 
     def reserve_fd(self, fd: int) -> int:
         """Move one of the emulator's own descriptors out of the guest's way; returns its new number."""
@@ -401,8 +432,14 @@ class Kernel(Generic[CpuT]):
         self.mem.poke(addr, self.abi.sigreturn_code)
         return addr
 
+    def before_fork(self) -> None:
+        if self.fork_observer is not None:
+            self.fork_observer.before_fork()
+
     def after_fork(self) -> None:
         """In the child of a guest fork: per-process state that is not inherited."""
+        if self.fork_observer is not None:
+            self.fork_observer.in_child()
         self.signals.after_fork()
         if self.trace:
             self.trace.after_fork()
@@ -427,7 +464,7 @@ class Kernel(Generic[CpuT]):
             raise SyscallError(errno.EACCES)
         if not (stat.S_ISREG(info.st_mode) or stat.S_ISCHR(info.st_mode)):
             raise SyscallError(errno.ENODEV)
-        name = os.readlink(f"/proc/self/fd/{host_fd}")
+        name = self.fd_target(host_fd)
         start = self.mm.mmap(addr, length, prot, flags, name=name, offset=offset)
         if stat.S_ISREG(info.st_mode) and offset < info.st_size:  # a character device maps as zeros
             try:

@@ -101,6 +101,7 @@ class Process:
             raise SyscallError(errno.EINVAL)
         if k.trace:
             k.trace.flush()
+        k.before_fork()
         pid = os.fork()
         if pid == 0:
             k.after_fork()

@@ -380,6 +380,11 @@ class Signals:
         """Wait, under a temporary mask, for a signal that acts. The host's mirrored signals are blocked and
         collected with sigwaitinfo, so none can slip in between the check and the wait."""
         self.set_temporary_mask(mask, setsize)
+        self.suspend()
+
+    def suspend(self) -> NoReturn:
+        """Sleep until a signal that acts is pending, then fail with EINTR (rt_sigsuspend, and pause(2) of the
+        ABIs that have it, which waits under the mask in force)."""
         while not self.interrupt_pending():
             waited = {s for s in MIRRORED if not self.is_blocked(s)}
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, waited)

@@ -3,6 +3,7 @@
     isola-vmm --config vm.json [--timeout S] [--protocol 32|64] [--on-reboot exit|restart] [--console-sock PATH]
     isola-vmm --kernel K [--initrd I] [--append ARGS] [--memory MIB] [--cpus N] ...
     isola-vmm --api-sock PATH [--config vm.json]
+    isola-vmm run --process [--root DIR] ... -- PROGRAM [ARGS...]      (a process VM: isola.vmm.process.cli)
 
 The VM document is Firecracker's (`isola.vmm.config`). The serial console goes to stdout as it comes (or, with
 `--console-sock PATH`, to a unix socket that `isola vm console PATH` attaches to); one status line goes to
@@ -167,6 +168,11 @@ def _boot_once(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        from isola.vmm.process import cli
+
+        return cli.main(argv[1:])
     parser = argparse.ArgumentParser(prog="isola-vmm", description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="a VM document (Firecracker's JSON vocabulary)")
     parser.add_argument("--kernel", type=Path, help="bzImage or ELF vmlinux (instead of --config)")

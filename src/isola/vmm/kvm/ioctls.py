@@ -85,6 +85,10 @@ KVM_CAP_IOEVENTFD = 36
 KVM_CAP_MAX_VCPUS = 66
 KVM_CAP_SYNC_REGS = 74
 KVM_CAP_SET_IDENTITY_MAP_ADDR = 37
+KVM_CAP_READONLY_MEM = 81
+KVM_CAP_XSAVE = 55
+KVM_CAP_XCRS = 56
+KVM_CAP_NR_MEMSLOTS = 10
 
 # Sizes of the structs the ioctl numbers below encode; the structs themselves live in `structs.py`, and a unit
 # test checks that each ctypes struct has exactly the size written here (the size is part of the number).
@@ -102,6 +106,8 @@ _SIZEOF_KVM_MSRS = 8
 _SIZEOF_KVM_SIGNAL_MASK = 4
 _SIZEOF_KVM_FPU = 416
 _SIZEOF_KVM_LAPIC_STATE = 1024
+_SIZEOF_KVM_XSAVE = 4096
+_SIZEOF_KVM_XCRS = 392
 
 KVM_GET_SUPPORTED_CPUID = iowr(0x05, _SIZEOF_KVM_CPUID2)
 
@@ -130,6 +136,9 @@ KVM_SET_FPU = iow(0x8D, _SIZEOF_KVM_FPU)
 KVM_GET_LAPIC = ior(0x8E, _SIZEOF_KVM_LAPIC_STATE)
 KVM_SET_LAPIC = iow(0x8F, _SIZEOF_KVM_LAPIC_STATE)
 KVM_SET_CPUID2 = iow(0x90, _SIZEOF_KVM_CPUID2)
+KVM_GET_XSAVE = ior(0xA4, _SIZEOF_KVM_XSAVE)
+KVM_SET_XSAVE = iow(0xA5, _SIZEOF_KVM_XSAVE)
+KVM_SET_XCRS = iow(0xA7, _SIZEOF_KVM_XCRS)
 
 # kvm_run.exit_reason values (KVM_EXIT_*)
 KVM_EXIT_UNKNOWN = 0
@@ -159,6 +168,10 @@ KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON = 4
 
 # kvm_run.kvm_valid_regs / kvm_dirty_regs bits (KVM_CAP_SYNC_REGS)
 KVM_SYNC_X86_REGS = 1 << 0
+KVM_SYNC_X86_SREGS = 1 << 1
+
+# kvm_userspace_memory_region.flags
+KVM_MEM_READONLY = 1 << 1
 
 KVM_PIT_SPEAKER_DUMMY = 1
 KVM_IRQFD_FLAG_DEASSIGN = 1 << 0

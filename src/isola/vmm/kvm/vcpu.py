@@ -21,6 +21,7 @@ syscalls); a Linux machine's exits are all port I/O and MMIO, so `Machine` leave
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import mmap
@@ -38,6 +39,9 @@ from isola.vmm.kvm import ioctls, structs
 KICK_SIGNAL = signal.SIGURG
 """Ignored by default, so even a kick aimed at a thread that does not block it is harmless."""
 
+_XSAVE_SIZE = 4096
+_XCRS = struct.Struct("<IIIIQ")  # struct kvm_xcrs: nr_xcrs, flags, then xcrs[0] = {xcr, reserved, value}
+_XCRS_SIZE = 392
 _SIGSET_BYTES = 8  # the kernel's sigset_t on x86-64: 64 signals, one bit each
 
 # The hot exits (port I/O, MMIO) are decoded with one struct unpack each rather than a ctypes attribute per
@@ -222,6 +226,21 @@ class Vcpu:
 
     def set_fpu(self, fpu: structs.Fpu) -> None:
         ioctls.call(self.fd, "KVM_SET_FPU", ioctls.KVM_SET_FPU, fpu)
+
+    def get_xsave(self) -> bytes:
+        """KVM_GET_XSAVE: the FPU/SSE/AVX state as an XSAVE area (4 KiB; its first 512 bytes are FXSAVE's)."""
+        buf = ctypes.create_string_buffer(_XSAVE_SIZE)
+        ioctls.call(self.fd, "KVM_GET_XSAVE", ioctls.KVM_GET_XSAVE, ctypes.addressof(buf))
+        return buf.raw
+
+    def set_xsave(self, area: bytes) -> None:
+        buf = ctypes.create_string_buffer(area.ljust(_XSAVE_SIZE, b"\0")[:_XSAVE_SIZE], _XSAVE_SIZE)
+        ioctls.call(self.fd, "KVM_SET_XSAVE", ioctls.KVM_SET_XSAVE, ctypes.addressof(buf))
+
+    def set_xcr0(self, value: int) -> None:
+        """KVM_SET_XCRS with XCR0 only: which state components XSAVE-using code (AVX) may touch."""
+        buf = ctypes.create_string_buffer(_XCRS.pack(1, 0, 0, 0, value).ljust(_XCRS_SIZE, b"\0"), _XCRS_SIZE)
+        ioctls.call(self.fd, "KVM_SET_XCRS", ioctls.KVM_SET_XCRS, ctypes.addressof(buf))
 
     def get_lapic(self) -> structs.LapicState:
         lapic = structs.LapicState()

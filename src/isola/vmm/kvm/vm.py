@@ -103,9 +103,17 @@ class Vm:
         """Per-VM capability check (some answers, like the vCPU limit, depend on the VM)."""
         return ioctls.call(self.fd, "KVM_CHECK_EXTENSION", ioctls.KVM_CHECK_EXTENSION, cap)
 
-    def set_user_memory_region(self, slot: int, gpa: int, size: int, host_address: int) -> None:
+    def set_user_memory_region(
+        self, slot: int, gpa: int, size: int, host_address: int, *, read_only: bool = False
+    ) -> None:
+        """Back [gpa, gpa+size) with host memory at `host_address` (size 0 deletes the slot). A `read_only`
+        slot turns guest writes into MMIO exits, so it can map a file the VMM opened read-only."""
         region = structs.UserspaceMemoryRegion(
-            slot=slot, flags=0, guest_phys_addr=gpa, memory_size=size, userspace_addr=host_address
+            slot=slot,
+            flags=ioctls.KVM_MEM_READONLY if read_only else 0,
+            guest_phys_addr=gpa,
+            memory_size=size,
+            userspace_addr=host_address,
         )
         ioctls.call(self.fd, "KVM_SET_USER_MEMORY_REGION", ioctls.KVM_SET_USER_MEMORY_REGION, region)
 

@@ -45,6 +45,11 @@ _REAP_TIMEOUT = 10.0
 # first one rather than wait for the deadline (measurements §2d).
 STOP_ON = ("KVM internal error. Suberror:",)
 _TAIL_LINES = 15
+HEARTBEAT = "l1: alive, load"
+HEARTBEAT_S = 60
+SILENCE_LIMIT_S = 5 * HEARTBEAT_S
+"""L1 prints a heartbeat every minute while its command runs; five minutes without a line means L1 itself is
+wedged (seen once in CI under TCG), and waiting for the overall deadline would only burn the time."""
 
 
 class LaneError(EngineError):
@@ -177,6 +182,7 @@ def l1_script(
         )
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     inner = f"export {exports}; cd {shlex.quote(cwd_text)} || exit 126; exec {shlex.join(argv)}"
+    lines.append(f"(while sleep {HEARTBEAT_S}; do echo \"{HEARTBEAT} $(cut -d' ' -f1-3 /proc/loadavg)\"; done) &")
     lines.append(f"exec /bin/env -i /bin/chroot /host /bin/sh -c {shlex.quote(inner)}")
     return "\n".join(lines) + "\n"
 
@@ -313,6 +319,7 @@ class _Run:
         self.status: int | None = None
         self.error: str | None = None
         self.stopped_at: str | None = None
+        self.last_line_at = 0.0  # seconds from launch
 
     def run(self, command: list[str]) -> L1Result:
         start = time.monotonic()
@@ -351,6 +358,14 @@ class _Run:
             while True:
                 now = time.monotonic() - start
                 deadline = self.timeout if "init" in self.stages else min(self.timeout, self.boot_timeout)
+                if "init" in self.stages and now - self.last_line_at >= SILENCE_LIMIT_S:
+                    proc.kill()
+                    self._flush(pending, start)
+                    console = "".join(f"{line}\n" for line in self.lines)
+                    raise LaneTimeoutError(
+                        f"L1 printed nothing for {SILENCE_LIMIT_S}s (no heartbeat): L1 hung; QEMU killed",
+                        console=console,
+                    )
                 if now >= deadline:
                     proc.kill()
                     self._flush(pending, start)
@@ -362,7 +377,10 @@ class _Run:
                     raise LaneTimeoutError(
                         f"L1 command still running after {deadline:g}s; QEMU killed", console=console
                     )
-                if not sel.select(deadline - now):
+                wait = deadline - now
+                if "init" in self.stages:
+                    wait = min(wait, SILENCE_LIMIT_S - (now - self.last_line_at))
+                if not sel.select(max(wait, 0.0)):
                     continue
                 chunk = os.read(fd, 65536)  # the pipe is readable, so this does not block
                 if not chunk:  # EOF: QEMU exited
@@ -381,6 +399,7 @@ class _Run:
     def _line(self, raw: bytes, start: float) -> bool:
         """Record one console line; True when the run must stop now (QEMU is stuck)."""
         line = raw.decode("utf-8", "replace").rstrip("\r")
+        self.last_line_at = time.monotonic() - start
         self.lines.append(line)
         if self.on_line is not None:
             self.on_line(line)

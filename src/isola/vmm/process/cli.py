@@ -1,0 +1,173 @@
+"""`isola-vmm run --process`: run one static x86-64 Linux program in a process VM.
+
+    isola-vmm run --process [--root DIR] [--memory MIB] [-e VAR=VAL]... [--strace] [--stats] [--no-fastpath]
+                  [--max-processes N] -- PROGRAM [ARGS...]
+
+The program's memory is the VM's; what it can reach besides is what the personality serves, confined thus:
+
+- **File system**: `--root DIR` is its `/` (the VM's monitor process `chroot`s there, so `..` and symlinks
+  resolve inside, by the host kernel's rules). Without `--root`, PROGRAM (a host path) is copied into a fresh
+  directory that holds nothing else, removed afterwards.
+- **Processes**: a new PID namespace. The program is its PID 1 and every process it forks is inside, so a
+  `kill` (isola serves it with the host's kill) can reach nothing else; the namespace ends with PID 1.
+- **Privileges**: all capabilities are dropped before the program's first instruction: uid 0 inside, but no
+  device nodes, no clock, no mounts.
+- **Environment**: exactly the `-e` values, like `env -i`.
+
+The exit status is the program's, or 128 + N when signal N ended it (one `isola-vmm:` line says where a fault
+happened). Interrupting isola-vmm (SIGINT, SIGTERM, SIGHUP) kills the whole VM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from isola.errors import IsolaError, NotFoundError, UsageError, exit_code
+from isola.host import confine, libc
+
+CLONE_NEWPID = 0x2000_0000
+_IMPORTED_BEFORE_CHROOT = (
+    "isola.vmm.process.vm",
+    "isola.linux.files",
+    "isola.linux.process",
+    "isola.linux.signals",
+    "isola.linux.timeident",
+    "isola.linux.strace",
+    "encodings.idna",
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="isola-vmm run", description=__doc__.splitlines()[0])
+    p.add_argument("--process", action="store_true", required=True, help="a process VM (the only kind `run` starts)")
+    p.add_argument("--root", metavar="DIR", help="the program's / (default: a fresh directory with the program)")
+    p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory in MiB (1024)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="VAR=VAL", help="set a variable")
+    p.add_argument("--strace", action="store_true", help="print each system call the VMM serves, like strace")
+    p.add_argument("--stats", action="store_true", help="print exit counts when the program ends")
+    p.add_argument("--no-fastpath", action="store_true", help="every system call exits (no in-guest reads/batching)")
+    p.add_argument("--max-processes", type=int, default=256, metavar="N", help="processes alive at once (256)")
+    p.add_argument("program", help="the program: a path inside --root, else a host path")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        for item in args.env:
+            if "=" not in item:
+                raise UsageError(f"-e {item}: expected VAR=VAL")
+        if args.max_processes < 1:
+            raise UsageError("--max-processes must be at least 1")
+        root, program, temporary = _root_and_program(args.root, args.program)
+    except IsolaError as exc:
+        return _report(exc)
+    try:
+        return _monitor(args, root, program)
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _root_and_program(root_arg: str | None, program: str) -> tuple[Path, str, bool]:
+    if root_arg is not None:
+        root = Path(root_arg).resolve()
+        if not root.is_dir():
+            raise NotFoundError(f"--root {root_arg}: not a directory")
+        return root, program if program.startswith("/") else "/" + program, False
+    source = Path(program)
+    if not source.is_file():
+        raise NotFoundError(f"{program}: no such file")
+    root = Path(tempfile.mkdtemp(prefix="isola-process-"))
+    shutil.copy2(source, root / source.name)
+    return root, "/" + source.name, True
+
+
+def _monitor(args: argparse.Namespace, root: Path, program: str) -> int:
+    """Fork the VM into a new PID namespace and wait for it, relaying an interruption as SIGKILL: the
+    program is its namespace's init, which the kernel shields from signals it has no handler for."""
+    from isola.vmm.kvm.vm import Kvm
+
+    for module in _IMPORTED_BEFORE_CHROOT:  # after chroot the host's files, Python's own included, are gone
+        importlib.import_module(module)
+
+    try:
+        kvm = Kvm()
+        libc.unshare(CLONE_NEWPID)
+    except (IsolaError, OSError) as exc:
+        return _report(exc if isinstance(exc, IsolaError) else UsageError(f"cannot make a PID namespace: {exc}"))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _run_vm(args, kvm, root, program)
+    kvm.close()
+
+    def relay(signum: int, frame: object) -> None:
+        os.kill(pid, signal.SIGKILL)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, relay)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _run_vm(args: argparse.Namespace, kvm: object, root: Path, program: str) -> NoReturn:
+    """PID 1 of the new namespace: confine, load, run, and end with the program's status."""
+    from isola.linux.kernel import GuestKilled
+    from isola.linux.signals import die_by_signal
+    from isola.vmm.kvm.vm import Kvm
+    from isola.vmm.process.vm import Options, ProcessVm
+
+    assert isinstance(kvm, Kvm)
+    top = os.getpid()
+    try:
+        proc_fd = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.chroot(root)
+        os.chdir("/")
+        confine.drop_capabilities()
+        options = Options(memory_mib=args.memory, fastpath=not args.no_fastpath, max_processes=args.max_processes)
+        strace = sys.stderr if args.strace else None
+        vm = ProcessVm(kvm, program, [args.program, *args.args], args.env, options, strace, proc_fd)
+    except (IsolaError, OSError) as exc:
+        _exit(_report(exc if isinstance(exc, IsolaError) else UsageError(f"cannot confine the program: {exc}")))
+    try:
+        status = vm.run()
+    except GuestKilled as killed:
+        sys.stdout.flush()
+        if killed.addr is not None:
+            sys.stderr.write(f"isola-vmm: {killed}\n")
+        if os.getpid() != top:
+            die_by_signal(killed.sig)  # a forked guest child: its guest parent must see a death by signal
+        _exit(128 + killed.sig)
+    except IsolaError as exc:
+        _exit(_report(exc))
+    if args.stats and os.getpid() == top:
+        exits = ", ".join(f"{name} {count}" for name, count in sorted(vm.exits.items()))
+        sys.stderr.write(f"isola-vmm: exits: {exits or 'none'}\n")
+    _exit(status)
+
+
+def _report(exc: IsolaError) -> int:
+    print(f"isola-vmm: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  hint: {exc.hint}", file=sys.stderr)
+    return exit_code(exc)
+
+
+def _exit(status: int) -> NoReturn:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -1,0 +1,248 @@
+"""Fewer exits: the VMM's half of the in-guest fast paths of `system.py` (reads from file windows, batched
+writes). Every exit costs ~28 µs on kvm_pvm (measurements.md §7), about what sha256 takes for 4 KiB; a program
+that reads a file 4 KiB at a time would spend more time leaving the VM than hashing.
+
+- **File windows.** When the program opens a regular file read-only, the VMM maps the file (MAP_SHARED,
+  read-only) as a KVM memory slot and into the program's page tables, and fills the fd's table entry; the
+  entry stub then serves `read` on that fd with a copy. The file offset lives in the entry while the program
+  runs; at every exit it is pushed to the host fd before the personality serves a call (which may read, seek,
+  dup or pass the fd on) and pulled back after. A fork drops every window (parent and child would share one
+  offset through the host's open file description), as does execve.
+- **Write batching.** Writes of up to 4 KiB to stdout/stderr, when they are pipes or character devices (a
+  terminal, /dev/null), are appended to the batch by the stub and written out at the next exit of any kind,
+  in order. The cost: a write's error (EPIPE) is seen one exit late, and output waits for the program's next
+  system call, fault or exit. Regular files are never batched: another process may read them at any time.
+
+What the VMM reads back from guest memory (offsets, batch records) is the program's to corrupt; it is clamped
+and checked so that a corrupted table can only give the program wrong bytes of its own files and memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import signal
+import stat
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from isola.host import libc
+from isola.linux.guest import SyscallError
+from isola.vmm.kvm import ioctls
+from isola.vmm.process import layout, system
+from isola.vmm.process.cpu import X86State
+from isola.vmm.process.layout import PAGE
+
+if TYPE_CHECKING:
+    from isola.vmm.process.vm import ProcessVm
+
+MIN_WINDOW_FILE = 64 * 1024  # smaller files are read in a few calls; a memory slot is not worth it
+WINDOW_SLOT_BASE = 2  # KVM slots 0 and 1 are RAM and the system area
+MASK64 = (1 << 64) - 1
+
+# x86-64 syscall numbers after which the fd table may have changed (an fd closed, replaced, or newly open).
+_OPENS = frozenset({2, 85, 257, 437})  # open, creat, openat, openat2
+_FD_TABLE_CHANGES = _OPENS | frozenset({3, 22, 32, 33, 41, 43, 53, 72, 213, 284, 288, 290, 291, 292, 293, 319, 436})
+
+
+@dataclass
+class Window:
+    index: int
+    host_address: int
+    length: int  # bytes mapped: the file size rounded up to a page
+    size: int  # the file size when it was opened
+    identity: tuple[int, int]  # st_dev, st_ino
+    offset: int  # the offset last agreed between the guest entry and the host fd
+
+
+class FastPaths:
+    def __init__(self, vm: ProcessVm, *, enabled: bool) -> None:
+        self.vm = vm
+        self.enabled = enabled
+        self.windows_possible = enabled and bool(vm.kvm.check_extension(ioctls.KVM_CAP_READONLY_MEM))
+        self.windows: dict[int, Window] = {}
+        self._data = memoryview(vm.system)[layout.USER_DATA : layout.USER_DATA + PAGE]
+        self._batch = memoryview(vm.system)[layout.BATCH : layout.BATCH + layout.BATCH_SIZE]
+        self._capacity = layout.BATCH_SIZE - system.BATCH_HEADER.size
+        self.batched_fds: set[int] = set()
+        self._update_batching()
+
+    # -- the fd table in guest memory
+
+    def _entry_at(self, fd: int) -> int:
+        return system.FD_TABLE + fd * system.FD_ENTRY.size
+
+    def _write_entry(self, fd: int) -> None:
+        window = self.windows.get(fd)
+        flags = (system.FD_WINDOW if window else 0) | (system.FD_BATCH if fd in self.batched_fds else 0)
+        values = (self.vm.layout.window(window.index), window.size, window.offset) if window else (0, 0, 0)
+        system.FD_ENTRY.pack_into(self._data, self._entry_at(fd), *values, flags)
+
+    def _guest_offset(self, fd: int, window: Window) -> int:
+        (offset,) = system.FD_ENTRY.unpack_from(self._data, self._entry_at(fd))[2:3]
+        return min(int(offset), window.size)
+
+    # -- around each system call the VMM serves
+
+    def before_syscall(self) -> None:
+        self.flush()
+        for fd, window in self.windows.items():
+            offset = self._guest_offset(fd, window)
+            if offset != window.offset:
+                os.lseek(fd, offset, os.SEEK_SET)
+                window.offset = offset
+
+    def after_syscall(self, nr: int, result: int) -> None:
+        if not self.enabled:
+            return
+        if nr in _FD_TABLE_CHANGES:
+            self._revalidate()
+            if nr in _OPENS and result < 1 << 63:
+                self._open_window(result)
+        for fd, window in list(self.windows.items()):
+            try:
+                window.offset = os.lseek(fd, 0, os.SEEK_CUR)
+            except OSError:
+                self._drop(fd)
+                continue
+            self._write_entry(fd)
+
+    def reset(self) -> None:
+        """Write out the batch, give every window's offset back to its host fd and drop the windows (fork,
+        execve, the end)."""
+        self.before_syscall()
+        for fd in list(self.windows):
+            self._drop(fd)
+
+    # -- windows
+
+    def _open_window(self, fd: int) -> None:
+        if not self.windows_possible or not 0 <= fd < system.FAST_FDS or fd in self.windows:
+            return
+        try:
+            info = os.fstat(fd)
+            access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        except OSError:
+            return
+        if not stat.S_ISREG(info.st_mode) or access != os.O_RDONLY:
+            return
+        if not MIN_WINDOW_FILE <= info.st_size <= layout.MAX_WINDOW_SIZE:
+            return
+        free = set(range(layout.MAX_WINDOWS)) - {w.index for w in self.windows.values()}
+        if not free:
+            return
+        index = min(free)
+        length = (info.st_size + PAGE - 1) // PAGE * PAGE
+        address = libc.call(
+            "mmap", None, ctypes.c_size_t(length), mmap.PROT_READ, mmap.MAP_SHARED, fd, ctypes.c_long(0),
+            restype=ctypes.c_void_p,
+        )  # fmt: skip
+        gpa = self.vm.layout.window(index)
+        self.vm.vm.set_user_memory_region(WINDOW_SLOT_BASE + index, gpa, length, address, read_only=True)
+        self.vm.tables.map_window(index, info.st_size)
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+        self.windows[fd] = Window(index, address, length, info.st_size, (info.st_dev, info.st_ino), offset)
+        self._write_entry(fd)
+
+    def _drop(self, fd: int) -> None:
+        window = self.windows.pop(fd)
+        self.vm.vm.set_user_memory_region(WINDOW_SLOT_BASE + window.index, self.vm.layout.window(window.index), 0, 0)
+        self.vm.tables.unmap_window(window.index)
+        libc.call("munmap", ctypes.c_void_p(window.host_address), ctypes.c_size_t(window.length))
+        if 0 <= fd < system.FAST_FDS:
+            self._write_entry(fd)
+
+    def _revalidate(self) -> None:
+        """After a call that may have closed or replaced fds: drop windows whose fd is no longer their file
+        (the offset is not given back: the fd is someone else's now), re-decide batching."""
+        for fd, window in list(self.windows.items()):
+            try:
+                info = os.fstat(fd)
+                same = (info.st_dev, info.st_ino) == window.identity
+            except OSError:
+                same = False
+            if not same:
+                self._drop(fd)
+        self._update_batching()
+
+    # -- batched writes
+
+    def _update_batching(self) -> None:
+        before = set(self.batched_fds)
+        self.batched_fds.clear()
+        if self.enabled:
+            for fd in (1, 2):
+                try:
+                    mode = os.fstat(fd).st_mode
+                except OSError:
+                    continue
+                if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+                    self.batched_fds.add(fd)
+        for fd in before ^ self.batched_fds:
+            self._write_entry(fd)
+
+    def flush(self) -> None:
+        """Write out every batched record, in order."""
+        used, _ = system.BATCH_HEADER.unpack_from(self._batch, 0)
+        if not used:
+            return
+        system.BATCH_HEADER.pack_into(self._batch, 0, 0, self._capacity)
+        end = min(int(used), self._capacity) + system.BATCH_HEADER.size
+        at = system.BATCH_HEADER.size
+        while at + system.BATCH_RECORD.size <= end:
+            fd, length = system.BATCH_RECORD.unpack_from(self._batch, at)
+            data_at = at + system.BATCH_RECORD.size
+            if length > system.BATCH_MAX_WRITE or data_at + length > end:
+                break  # a record the program forged or broke: the rest is not trustworthy either
+            self._write_out(fd, self._batch[data_at : data_at + length])
+            at = data_at + (length + 7) // 8 * 8
+
+    def _write_out(self, fd: int, data: memoryview) -> None:
+        try:
+            host_fd = self.vm.kernel.fd(fd)
+        except SyscallError:
+            return
+        while data:
+            try:
+                done = os.write(host_fd, data)
+            except BlockingIOError:
+                os.set_blocking(host_fd, True)
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EPIPE:
+                    self.vm.kernel.signals.send_self(signal.SIGPIPE)
+                return
+            data = data[done:]
+
+    # -- faults inside the stub's copies
+
+    def fixup(self, vector: int, st: X86State) -> bool:
+        """A page fault on the program's buffer inside a fast-path copy: finish the call as Linux would (the
+        bytes copied so far, or EFAULT), as if the program had just returned from `syscall`. False for any
+        other exception."""
+        code = self.vm.layout.sys + layout.USER_CODE
+        if vector != 14 or st.rip not in (code + system.READ_COPY, code + system.WRITE_COPY):
+            return False
+        if st.rip == code + system.READ_COPY:
+            remaining, wanted = st.rcx, st.rax
+            fd = _u64(self._data, system.SAVE_RDI)
+            window = self.windows.get(fd)
+            if window is not None:  # the stub advanced the offset by all it meant to copy
+                window.offset = self._guest_offset(fd, window) - remaining
+                self._write_entry(fd)
+            copied = wanted - remaining
+            st.rax = copied if copied > 0 else -errno.EFAULT & MASK64
+        else:
+            st.rax = -errno.EFAULT & MASK64  # nothing was committed to the batch
+        st.rsi = _u64(self._data, system.SAVE_RSI)
+        st.rdi = _u64(self._data, system.SAVE_RDI)
+        st.rcx = _u64(self._data, system.SAVE_RCX)
+        st.rip, st.rflags = st.rcx, st.r11
+        return True
+
+
+def _u64(view: memoryview, offset: int) -> int:
+    return int.from_bytes(view[offset : offset + 8], "little")

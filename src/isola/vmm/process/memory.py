@@ -1,0 +1,58 @@
+"""A process VM's memory: the program's RAM, which the VMM reads and writes like the emulator's flat memory,
+with every change of a page's protection mirrored into the guest's page tables.
+
+RAM is the emulator's `FlatMemory` (one private anonymous mapping, guest address == offset, a protection byte
+per page) because the personality's view of guest memory is the same in both engines; here the hardware
+enforces the protections too. The mapping is also the KVM memory slot at guest-physical 0, and it is private, so
+`os.fork()` gives a child VM a copy-on-write copy of the program.
+
+Tightening a page (unmap, mprotect to less) must drop translations the guest may still hold (see
+`paging.py`): `map` and `unmap` discard the host pages (MADV_DONTNEED, which also zero-fills a fresh map);
+`protect` briefly write-protects the host range, which is enough for KVM's MMU notifier to zap it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+
+from isola.emu.memory import FlatMemory
+from isola.host import libc
+from isola.linux.guest import PAGE_SHIFT, PROT_EXEC, PROT_READ, PROT_WRITE
+from isola.vmm.process.paging import PageTables, leaf
+
+
+class ProcessMemory(FlatMemory):
+    def __init__(self, size: int, tables: PageTables) -> None:
+        super().__init__(size)
+        self.tables = tables
+        self._ptes = tables.ram_ptes
+        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self.buf)
+        self.host_address = ctypes.addressof(self._anchor)
+
+    def _set_prot(self, page: int, prot: int) -> None:
+        super()._set_prot(page, prot)
+        self._ptes[page] = leaf(
+            page << PAGE_SHIFT, bool(prot & PROT_READ), bool(prot & PROT_WRITE), bool(prot & PROT_EXEC)
+        )
+
+    def unmap(self, addr: int, length: int) -> None:
+        super().unmap(addr, length)
+        for p in self._pages(addr, length):
+            self._ptes[p] = 0
+
+    def protect(self, addr: int, length: int, prot: int) -> None:
+        super().protect(addr, length, prot)
+        if length:
+            self.invalidate(addr, length)
+
+    def invalidate(self, addr: int, length: int) -> None:
+        """Make the guest forget its translations of [addr, addr+length): a round trip of the host mapping
+        through read-only fires KVM's MMU notifier for the range."""
+        start = self.host_address + addr
+        libc.call("mprotect", ctypes.c_void_p(start), ctypes.c_size_t(length), mmap.PROT_READ)
+        libc.call("mprotect", ctypes.c_void_p(start), ctypes.c_size_t(length), mmap.PROT_READ | mmap.PROT_WRITE)
+
+    def close(self) -> None:
+        self._anchor = None
+        self.buf.close()
