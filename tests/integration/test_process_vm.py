@@ -12,6 +12,7 @@ killed with the session, also when the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -81,6 +82,19 @@ def kill_session(sid: int, timeout: float = 20) -> list[int]:
         time.sleep(0.05)
 
 
+def stop_session(proc: subprocess.Popen[bytes]) -> list[int]:
+    """End what is left of `proc`'s session: SIGTERM to isola-vmm first (it then kills its VM and removes its
+    temporary directory), SIGKILL to everything after; the processes that survived it all."""
+    if proc.poll() is None:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+    left = kill_session(proc.pid)
+    proc.kill()
+    proc.wait()
+    return left
+
+
 def run_session(
     cmd: Sequence[str],
     *,
@@ -102,13 +116,11 @@ def run_session(
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_session(proc.pid)
+        stop_session(proc)
         out, err = proc.communicate()
         pytest.fail(f"{cmd[-3:]} still ran after {timeout} s; stdout {out[-1000:]!r} stderr {err[-2000:]!r}")
     finally:
-        left = kill_session(proc.pid)
-        proc.kill()
-        proc.wait()
+        left = stop_session(proc)
     assert not left, f"processes {left} of the session outlived every kill"
     return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
 
@@ -195,7 +207,7 @@ def make_root(where: Path, big: Path) -> Path:
     (where / "big").mkdir()
     os.link(big, where / "big" / "random.bin")
     (where / "out").mkdir()
-    for p in [*data.rglob("*"), data]:
+    for p in [*data.rglob("*"), data, where]:  # `where` is data/.. in `ls -a data`
         os.utime(p, (MTIME, MTIME), follow_symlinks=False)
     return where
 
@@ -254,6 +266,11 @@ CASES: dict[str, tuple[list[str], bytes]] = {
     "find-sorted": (["sh", "-c", "find data -type f | sort"], b""),
     "cat-missing": (["cat", "data/missing.txt"], b""),
     "cat-missing-and-present": (["cat", "data/missing.txt", "data/sub/nested.txt"], b""),
+    "fd-7-in-subshell": (["sh", "-c", "exec 7>out/seven; echo parent >&7; (echo child >&7); cat out/seven"], b""),
+    "fds-3-to-9-in-subshells": (
+        ["sh", "-c", 'for fd in 3 4 5 6 7 8 9; do eval "exec $fd>out/f$fd"; (eval "echo $fd >&$fd"); done; cat out/f*'],
+        b"",
+    ),
     "env": (["env"], b""),
     "stdin-wc": (["wc", "-c"], deterministic_bytes(100_000, 3)),
     "stdin-sha256-1MiB": (["sh", "-c", "cat | sha256sum"], deterministic_bytes(1 << 20, 4)),

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     top = os.getpid()
     from isola.emu.program import Program, print_stats
     from isola.linux.kernel import GuestKilled
-    from isola.linux.signals import die_by_signal
+    from isola.linux.signals import end_by_signal
 
     try:
         envp = guest_environment(args.set_env, args.unset_env)
@@ -177,12 +177,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         status, stats = program.run_timed()
     except GuestKilled as killed:
-        sys.stdout.flush()
-        if killed.addr is not None:
-            sys.stderr.write(f"isola-emu: {killed}\n")
-        if os.getpid() != top:
-            die_by_signal(killed.sig)  # a forked guest child: its guest parent must see a death by signal
-        _exit(128 + killed.sig)
+        end_by_signal(killed, "isola-emu", top=os.getpid() == top)
     if args.stats and os.getpid() == top:
         print_stats(stats)
     _exit(status)

@@ -31,6 +31,7 @@ AT_REMOVEDIR = 0x200
 AT_EACCESS = 0x200
 AT_EMPTY_PATH = 0x1000
 UIO_MAXIOV = 1024
+AF_UNIX = 1  # <linux/socket.h>
 STATX_SIZE = 256
 STATFS_SIZE = 120  # LP64 asm-generic struct statfs, identical on x86-64
 FLOCK_SIZE = 32  # struct flock {short type, whence; off_t start, len; pid_t pid}
@@ -183,6 +184,20 @@ class Files:
             raise
         return 0
 
+    def sys_socketpair(self, domain: int, type_: int, protocol: int, fds: int) -> int:
+        """A connected pair of local sockets (the only family a sandboxed program gets: no network)."""
+        if s32(domain) != AF_UNIX:
+            raise SyscallError(errno.EAFNOSUPPORT)
+        pair = (ctypes.c_int * 2)()
+        libc("socketpair", s32(domain), s32(type_), s32(protocol), pair)
+        try:
+            self.k.mem.write(fds, struct.pack("<ii", *pair))
+        except GuestFault:
+            os.close(pair[0])
+            os.close(pair[1])
+            raise
+        return 0
+
     def sys_memfd_create(self, name: int, flags: int) -> int:
         label = self.k.mem.read_cstring(name, 250)
         return os.memfd_create(os.fsdecode(label), flags & 0xFFFFFFFF)
@@ -269,7 +284,12 @@ class Files:
                 raise SyscallError(errno.EINVAL)
             length = min(length, budget)
             if length:
-                usable = self.k.extent(base, length, prot)
+                try:
+                    usable = self.k.extent(base, length, prot)
+                except GuestFault:
+                    if result:  # bytes move up to the first bad one: the calls end short, not with EFAULT
+                        break
+                    raise
                 result.append((base, usable))
                 budget -= usable
                 if usable < length:  # Linux stops at the first bad byte

@@ -313,9 +313,11 @@ class Kernel(Generic[CpuT]):
         an interrupted call, run pending unblocked signals (handler frames in `cpu`, or GuestKilled)."""
         self.signals.deliver(cpu)
 
-    def fault(self, sig: int, addr: int, cpu: CpuT) -> None:
-        """The guest's instruction at cpu.pc faulted (SIGSEGV, SIGBUS, SIGILL, SIGTRAP): deliver it now."""
-        self.signals.fault(sig, addr, cpu)
+    def fault(self, sig: int, addr: int, cpu: CpuT, code: int | None = None) -> None:
+        """The guest's instruction at cpu.pc faulted (SIGSEGV, SIGBUS, SIGILL, SIGTRAP): deliver it now.
+        `code` is the siginfo code when the engine knows it (x86 tells a #GP from a page fault); else it
+        follows from the signal and, for SIGSEGV, from the mapping at `addr`."""
+        self.signals.fault(sig, addr, cpu, code)
 
     def host_fds(self) -> list[int]:
         """Every descriptor this process has open (the guest's and the engine's)."""
@@ -358,8 +360,8 @@ class Kernel(Generic[CpuT]):
     def cstring(self, addr: int) -> bytes:
         try:
             return self.mem.read_cstring(addr, PATH_MAX)
-        except GuestFault:
-            if addr and self.mem.prot_at(addr) is not None:
+        except GuestFault as fault:
+            if fault.addr == addr + PATH_MAX:  # PATH_MAX readable bytes and no NUL among them
                 raise SyscallError(errno.ENAMETOOLONG) from None
             raise
 
@@ -435,6 +437,11 @@ class Kernel(Generic[CpuT]):
     def before_fork(self) -> None:
         if self.fork_observer is not None:
             self.fork_observer.before_fork()
+        self.signals.before_fork()
+
+    def after_fork_in_parent(self) -> None:
+        """In the parent of a guest fork, or when the fork failed."""
+        self.signals.after_fork_in_parent()
 
     def after_fork(self) -> None:
         """In the child of a guest fork: per-process state that is not inherited."""
@@ -508,10 +515,26 @@ class Kernel(Generic[CpuT]):
         return 0
 
     def sys_msync(self, addr: int, length: int, flags: int) -> int:
-        """Nothing to write back: file mappings are snapshots (see mmap)."""
-        if addr % PAGE_SIZE or flags & ~7:
+        """Nothing to write back: file mappings are snapshots (see mmap). Still, the range must be mapped."""
+        if addr % PAGE_SIZE or flags & ~7 or flags & 5 == 5:  # MS_ASYNC and MS_SYNC together
             raise SyscallError(errno.EINVAL)
+        self._mapped_pages(addr, length)
         return 0
+
+    def sys_mincore(self, addr: int, length: int, vec: int) -> int:
+        """Every page of guest memory is resident (the guest cannot observe paging)."""
+        if addr % PAGE_SIZE:
+            raise SyscallError(errno.EINVAL)
+        pages = self._mapped_pages(addr, length)
+        self.mem.write(vec, b"\1" * pages)
+        return 0
+
+    def _mapped_pages(self, addr: int, length: int) -> int:
+        """How many pages [addr, addr+length) spans; ENOMEM unless every one of them is mapped."""
+        end = addr + (length + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
+        if end > self.mem.size or any(self.mem.prot_at(page) is None for page in range(addr, end, PAGE_SIZE)):
+            raise SyscallError(errno.ENOMEM)
+        return (end - addr) // PAGE_SIZE
 
     def sys_mlock(self, addr: int, length: int) -> int:
         return 0  # guest memory is never paged out behind the guest's back in any way it can observe

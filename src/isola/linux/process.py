@@ -102,7 +102,11 @@ class Process:
         if k.trace:
             k.trace.flush()
         k.before_fork()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            k.after_fork_in_parent()
+            raise
         if pid == 0:
             k.after_fork()
             tls = args["tls"] if flags & CLONE_SETTLS else None
@@ -112,6 +116,7 @@ class Process:
             if flags & CLONE_CHILD_CLEARTID:
                 self.clear_child_tid = args["child_tid"]
             return 0
+        k.after_fork_in_parent()
         if k.trace:
             k.trace.forked()
         if flags & CLONE_PARENT_SETTID:

@@ -27,6 +27,7 @@ import os
 import resource
 import signal
 import struct
+import sys
 from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -120,6 +121,22 @@ def die_by_signal(sig: int) -> NoReturn:
     os._exit(128 + sig)  # only reached for a signal whose default is not to terminate
 
 
+def end_by_signal(killed: GuestKilled, tool: str, *, top: bool) -> NoReturn:
+    """End an engine process whose guest a signal killed. The run as a whole (`top`) ends with 128 + N after
+    one `tool: guest killed by SIGN` line (none for SIGPIPE, the quiet end of a pipeline's writer), as
+    qemu-user reports it; a guest child forked inside dies by the signal itself, so that its guest parent sees
+    what Linux would show, and says something only for a fault (where it happened)."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    if killed.addr is not None or (top and killed.sig != S.SIGPIPE):
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(f"{tool}: {killed}\n")
+            sys.stderr.flush()
+    if not top:
+        die_by_signal(killed.sig)
+    os._exit(128 + killed.sig)
+
+
 @dataclass
 class Pending:
     info: bytes  # siginfo for the handler
@@ -139,6 +156,9 @@ class Signals:
         self.saved_mask: int | None = None  # the mask to restore once a temporary one (sigsuspend...) is done
         self.restart_arg0: int | None = None  # an interrupted call to re-run if no handler forbids it
         self.resume_pc: int | None = None  # where rt_sigreturn said the guest continues
+        # PID 1 of a PID namespace (a process VM's first process): the host kernel drops every signal whose
+        # disposition is the default there, so the personality carries out those default deaths itself.
+        self.namespace_init = host and os.getpid() == 1
         if host:
             for sig in MIRRORED:
                 # An ignored signal stays ignored across exec; Python itself ignores SIGPIPE and SIGXFSZ.
@@ -163,6 +183,8 @@ class Signals:
             return
         handler = self.action(sig).handler
         wanted: Any = signal.SIG_IGN if handler == SIG_IGN else signal.SIG_DFL if handler == SIG_DFL else self._on_host
+        if handler == SIG_DFL and self.namespace_init and sig not in IGNORE_SIGNALS | STOP_SIGNALS:
+            wanted = self._on_host
         if signal.getsignal(sig) != wanted:
             signal.signal(sig, wanted)
 
@@ -172,8 +194,9 @@ class Signals:
             signal.pthread_sigmask(signal.SIG_SETMASK, {s for s in MIRRORED if self.blocked & bit(s)})
 
     def _on_host(self, signum: int, frame: FrameType | None) -> None:
-        """A mirrored host signal for which the guest has a handler: queue it and ask for delivery. (It never
-        raises: a blocking call sees EINTR from the host kernel itself, see Kernel.blocking.)"""
+        """A mirrored host signal for which the guest has a handler (or, in a namespace init, a default action
+        that kills): queue it and ask for delivery. (It never raises: a blocking call sees EINTR from the host
+        kernel itself, see Kernel.blocking.)"""
         self.queue(signum, make_siginfo(signum, SI_USER))
         self.k.pending[0] = True
 
@@ -201,8 +224,24 @@ class Signals:
     def host_pending(self) -> int:
         return sum(bit(s) for s in signal.sigpending()) if self.host else 0
 
+    def before_fork(self) -> None:
+        """In a namespace init, hold every mirrored signal blocked across fork: the child must not take one
+        with the parent's stand-ins for default actions before it has the host's own (the host kernel keeps
+        it pending for the child meanwhile)."""
+        if self.namespace_init:
+            signal.pthread_sigmask(signal.SIG_BLOCK, MIRRORED)
+
+    def after_fork_in_parent(self) -> None:
+        if self.namespace_init:
+            self._set_blocked(self.blocked)
+
     def after_fork(self) -> None:
         self.pending.clear()
+        if self.namespace_init:  # the child is an ordinary process: the host's default actions work again
+            self.namespace_init = False
+            for sig in MIRRORED:
+                self._mirror(sig)
+            self._set_blocked(self.blocked)
 
     def exec_reset(self) -> None:
         """execve: handlers revert to the default (the code is gone), ignores stay; the alternate stack goes."""
@@ -291,12 +330,14 @@ class Signals:
             self.actions[sig] = replace(act, handler=SIG_DFL)
             self._mirror(sig)
 
-    def fault(self, sig: int, addr: int, cpu: Any) -> None:
+    def fault(self, sig: int, addr: int, cpu: Any, code: int | None = None) -> None:
         """A fault cannot be blocked or ignored: if it is, Linux resets it to the default action (death)."""
         if self.is_blocked(sig) or self.action(sig).handler == SIG_IGN:
             self.actions[sig] = DEFAULT
             self._set_blocked(self.blocked & ~bit(sig))
-        if sig == signal.SIGSEGV:
+        if code is not None:
+            pass
+        elif sig == signal.SIGSEGV:
             code = SEGV_MAPERR if self.k.mem.prot_at(addr) is None else SEGV_ACCERR
         else:
             code = FAULT_CODES.get(sig, SI_KERNEL)

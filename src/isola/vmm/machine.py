@@ -42,6 +42,7 @@ from isola.vmm.kvm.system import DEV_KVM
 from isola.vmm.kvm.vcpu import (
     FailEntryExit,
     HltExit,
+    HostMemoryExit,
     InternalErrorExit,
     Interrupted,
     IoExit,
@@ -547,7 +548,7 @@ _SYSTEM_EVENTS: dict[int, Callable[[SystemEventExit], ExitStatus]] = {
 
 
 def _final_status(
-    ex: ShutdownExit | SystemEventExit | InternalErrorExit | FailEntryExit | UnexpectedExit,
+    ex: ShutdownExit | SystemEventExit | InternalErrorExit | FailEntryExit | HostMemoryExit | UnexpectedExit,
 ) -> ExitStatus:
     if isinstance(ex, SystemEventExit):
         make = _SYSTEM_EVENTS.get(ex.kind)

@@ -13,12 +13,12 @@ read of another range.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 from dataclasses import dataclass
 
 from isola.devices.bus import DeviceMemoryError
 from isola.errors import UsageError
+from isola.host.mapping import Pin
 
 MIB = 1 << 20
 LOW_RAM_LIMIT = 0xC000_0000
@@ -48,9 +48,8 @@ class GuestMemory:
             raise UsageError(f"guest memory must be a positive number of MiB, not {size} bytes")
         self.size = size
         self._buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        # ctypes pins the mapping while this object lives; close() drops it before unmapping.
-        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self._buf)
-        self.host_address = ctypes.addressof(self._anchor)
+        self._pin = Pin(self._buf)  # KVM has the address: the mapping must outlive it (close() releases it)
+        self.host_address = self._pin.address
         low = min(size, LOW_RAM_LIMIT)
         ranges = [RamRange(0, low, 0)]
         if size > low:
@@ -86,6 +85,6 @@ class GuestMemory:
 
     def close(self) -> None:
         """Unmap the RAM. Only after the VM is gone: KVM may still touch a registered slot until then."""
-        if self._anchor is not None:
-            self._anchor = None
+        if not self._buf.closed:
+            self._pin.release()
             self._buf.close()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import signal
 import struct
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 
 from isola.devices.bus import DeviceMemoryError, PhysicalMemory
 from isola.errors import EngineError
+from isola.host.mapping import FileMapping
 from isola.vmm.kvm import ioctls, structs
 
 KICK_SIGNAL = signal.SIGURG
@@ -142,6 +142,14 @@ class Interrupted:
 
 
 @dataclass(frozen=True)
+class HostMemoryExit:
+    """KVM_RUN failed with EFAULT: the host memory behind a slot could not be read, e.g. a file mapped under a
+    slot was truncated under it. The guest is stopped at the access, which has not happened."""
+
+    report: str
+
+
+@dataclass(frozen=True)
 class UnexpectedExit:
     """An exit reason isola does not ask for (e.g. KVM_EXIT_DEBUG, KVM_EXIT_UNKNOWN)."""
 
@@ -158,6 +166,7 @@ VcpuExit = (
     | InternalErrorExit
     | FailEntryExit
     | Interrupted
+    | HostMemoryExit
     | UnexpectedExit
 )
 
@@ -194,8 +203,9 @@ class Vcpu:
         self.fd = fd
         self.index = index
         self.memory: PhysicalMemory | None = None
-        self._mm = mmap.mmap(fd, mmap_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        self._run: structs.KvmRun | None = structs.KvmRun.from_buffer(self._mm)
+        self._map = FileMapping(fd, mmap_size, writable=True)  # no hidden dup of the vCPU fd (see host.mapping)
+        self._mm = self._map.view
+        self._run: structs.KvmRun | None = structs.KvmRun.from_address(self._map.address)
         self._thread_id: int | None = None
         self._kick_lock = threading.Lock()
         self.sync_regs = False
@@ -359,13 +369,16 @@ class Vcpu:
             if exc.errno == errno.EAGAIN:
                 # An AP that was waiting for INIT/SIPI got them: KVM wants KVM_RUN again (standard KVM only).
                 return Interrupted()
+            if exc.errno == errno.EFAULT:
+                where = self.describe_state()
+                return HostMemoryExit(f"KVM_RUN on vCPU {self.index} could not reach host memory {where}")
             raise EngineError(f"KVM_RUN failed on vCPU {self.index}: {exc.strerror}") from exc
         mm = self._mm
         (reason,) = _EXIT_REASON.unpack_from(mm, _EXIT_REASON_AT)
         if reason == ioctls.KVM_EXIT_IO:
             direction, size, port, count, data_offset = _IO_EXIT.unpack_from(mm, _EXIT_AT)
             if direction == ioctls.KVM_EXIT_IO_OUT:
-                return IoExit(port, size, True, count, mm[data_offset : data_offset + size * count])
+                return IoExit(port, size, True, count, bytes(mm[data_offset : data_offset + size * count]))
             return IoExit(port, size, False, count, b"")
         if reason == ioctls.KVM_EXIT_MMIO:
             address, data, length, is_write = _MMIO_EXIT.unpack_from(mm, _EXIT_AT)
@@ -433,5 +446,5 @@ class Vcpu:
     def close(self) -> None:
         if self._run is not None:
             self._run = None
-            self._mm.close()
+            self._map.close()
             os.close(self.fd)

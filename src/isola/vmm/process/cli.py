@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--root", metavar="DIR", help="the program's / (default: a fresh directory with the program)")
     p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory in MiB (1024)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="VAR=VAL", help="set a variable")
-    p.add_argument("--strace", action="store_true", help="print each system call the VMM serves, like strace")
+    p.add_argument("--strace", action="store_true", help="print each system call, like strace (no fast paths)")
     p.add_argument("--stats", action="store_true", help="print exit counts when the program ends")
     p.add_argument("--no-fastpath", action="store_true", help="every system call exits (no in-guest reads/batching)")
     p.add_argument("--max-processes", type=int, default=256, metavar="N", help="processes alive at once (256)")
@@ -127,7 +127,7 @@ def _monitor(args: argparse.Namespace, root: Path, program: str) -> int:
 def _run_vm(args: argparse.Namespace, kvm: object, root: Path, program: str) -> NoReturn:
     """PID 1 of the new namespace: confine, load, run, and end with the program's status."""
     from isola.linux.kernel import GuestKilled
-    from isola.linux.signals import die_by_signal
+    from isola.linux.signals import end_by_signal
     from isola.vmm.kvm.vm import Kvm
     from isola.vmm.process.vm import Options, ProcessVm
 
@@ -138,7 +138,8 @@ def _run_vm(args: argparse.Namespace, kvm: object, root: Path, program: str) -> 
         os.chroot(root)
         os.chdir("/")
         confine.drop_capabilities()
-        options = Options(memory_mib=args.memory, fastpath=not args.no_fastpath, max_processes=args.max_processes)
+        fastpath = not (args.no_fastpath or args.strace)  # strace shows every call: none may stay in the guest
+        options = Options(memory_mib=args.memory, fastpath=fastpath, max_processes=args.max_processes)
         strace = sys.stderr if args.strace else None
         vm = ProcessVm(kvm, program, [args.program, *args.args], args.env, options, strace, proc_fd)
     except (IsolaError, OSError) as exc:
@@ -146,12 +147,7 @@ def _run_vm(args: argparse.Namespace, kvm: object, root: Path, program: str) -> 
     try:
         status = vm.run()
     except GuestKilled as killed:
-        sys.stdout.flush()
-        if killed.addr is not None:
-            sys.stderr.write(f"isola-vmm: {killed}\n")
-        if os.getpid() != top:
-            die_by_signal(killed.sig)  # a forked guest child: its guest parent must see a death by signal
-        _exit(128 + killed.sig)
+        end_by_signal(killed, "isola-vmm", top=os.getpid() == top)
     except IsolaError as exc:
         _exit(_report(exc))
     if args.stats and os.getpid() == top:

@@ -19,17 +19,16 @@ and checked so that a corrupted table can only give the program wrong bytes of i
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import signal
 import stat
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from isola.host import libc
+from isola.host.mapping import FileMapping
 from isola.linux.guest import SyscallError
 from isola.vmm.kvm import ioctls
 from isola.vmm.process import layout, system
@@ -42,6 +41,9 @@ if TYPE_CHECKING:
 MIN_WINDOW_FILE = 64 * 1024  # smaller files are read in a few calls; a memory slot is not worth it
 WINDOW_SLOT_BASE = 2  # KVM slots 0 and 1 are RAM and the system area
 MASK64 = (1 << 64) - 1
+_MAX_OFFSET = (1 << 63) - 1
+_U64 = struct.Struct("<Q")
+_ENTRY_OFFSET_AT = 16  # of the offset field in system.FD_ENTRY
 
 # x86-64 syscall numbers after which the fd table may have changed (an fd closed, replaced, or newly open).
 _OPENS = frozenset({2, 85, 257, 437})  # open, creat, openat, openat2
@@ -51,8 +53,7 @@ _FD_TABLE_CHANGES = _OPENS | frozenset({3, 22, 32, 33, 41, 43, 53, 72, 213, 284,
 @dataclass
 class Window:
     index: int
-    host_address: int
-    length: int  # bytes mapped: the file size rounded up to a page
+    mapping: FileMapping  # the file size rounded up to a page
     size: int  # the file size when it was opened
     identity: tuple[int, int]  # st_dev, st_ino
     offset: int  # the offset last agreed between the guest entry and the host fd
@@ -81,19 +82,27 @@ class FastPaths:
         values = (self.vm.layout.window(window.index), window.size, window.offset) if window else (0, 0, 0)
         system.FD_ENTRY.pack_into(self._data, self._entry_at(fd), *values, flags)
 
-    def _guest_offset(self, fd: int, window: Window) -> int:
+    def _guest_offset(self, fd: int) -> int:
+        """The offset in the fd's entry: the program's to forge, but any value lseek takes is only its own
+        file's position."""
         (offset,) = system.FD_ENTRY.unpack_from(self._data, self._entry_at(fd))[2:3]
-        return min(int(offset), window.size)
+        return int(offset) & _MAX_OFFSET
+
+    def _set_guest_offset(self, fd: int, offset: int) -> None:
+        """Correct the offset in the entry; the next exit gives it to the host fd."""
+        _U64.pack_into(self._data, self._entry_at(fd) + _ENTRY_OFFSET_AT, offset & _MAX_OFFSET)
 
     # -- around each system call the VMM serves
 
     def before_syscall(self) -> None:
         self.flush()
         for fd, window in self.windows.items():
-            offset = self._guest_offset(fd, window)
+            offset = self._guest_offset(fd)
             if offset != window.offset:
-                os.lseek(fd, offset, os.SEEK_SET)
-                window.offset = offset
+                try:
+                    window.offset = os.lseek(fd, offset, os.SEEK_SET)
+                except OSError:  # a forged offset past what the file system allows: keep the last good one
+                    self._write_entry(fd)
 
     def after_syscall(self, nr: int, result: int) -> None:
         if not self.enabled:
@@ -105,10 +114,15 @@ class FastPaths:
         for fd, window in list(self.windows.items()):
             try:
                 window.offset = os.lseek(fd, 0, os.SEEK_CUR)
+                grown = window.offset >= window.size and os.fstat(fd).st_size > window.size
             except OSError:
                 self._drop(fd)
                 continue
-            self._write_entry(fd)
+            if grown:  # the file grew past the window (another writer): map it again at its new size
+                self._drop(fd)
+                self._open_window(fd)
+            else:
+                self._write_entry(fd)
 
     def reset(self) -> None:
         """Write out the batch, give every window's offset back to its host fd and drop the windows (fork,
@@ -136,22 +150,19 @@ class FastPaths:
             return
         index = min(free)
         length = (info.st_size + PAGE - 1) // PAGE * PAGE
-        address = libc.call(
-            "mmap", None, ctypes.c_size_t(length), mmap.PROT_READ, mmap.MAP_SHARED, fd, ctypes.c_long(0),
-            restype=ctypes.c_void_p,
-        )  # fmt: skip
+        mapping = FileMapping(fd, length)
         gpa = self.vm.layout.window(index)
-        self.vm.vm.set_user_memory_region(WINDOW_SLOT_BASE + index, gpa, length, address, read_only=True)
+        self.vm.vm.set_user_memory_region(WINDOW_SLOT_BASE + index, gpa, length, mapping.address, read_only=True)
         self.vm.tables.map_window(index, info.st_size)
         offset = os.lseek(fd, 0, os.SEEK_CUR)
-        self.windows[fd] = Window(index, address, length, info.st_size, (info.st_dev, info.st_ino), offset)
+        self.windows[fd] = Window(index, mapping, info.st_size, (info.st_dev, info.st_ino), offset)
         self._write_entry(fd)
 
     def _drop(self, fd: int) -> None:
         window = self.windows.pop(fd)
         self.vm.vm.set_user_memory_region(WINDOW_SLOT_BASE + window.index, self.vm.layout.window(window.index), 0, 0)
         self.vm.tables.unmap_window(window.index)
-        libc.call("munmap", ctypes.c_void_p(window.host_address), ctypes.c_size_t(window.length))
+        window.mapping.close()
         if 0 <= fd < system.FAST_FDS:
             self._write_entry(fd)
 
@@ -217,6 +228,43 @@ class FastPaths:
                 return
             data = data[done:]
 
+    # -- a window's file truncated under it
+
+    def recover_truncated(self, st: X86State) -> bool:
+        """KVM could not read a window's pages (KVM_RUN failed with EFAULT): another process truncated its file.
+        Windows whose file shrank are mapped again at the new size. A read the stub was copying ends as Linux's
+        read would: with the bytes copied so far, or, with none copied, served by the VMM from the file as it
+        is now. False if no window shrank (the fault is not a window's)."""
+        shrunk = []
+        for fd, window in self.windows.items():
+            try:
+                if os.fstat(fd).st_size < window.size:
+                    shrunk.append(fd)
+            except OSError:
+                shrunk.append(fd)
+        if not shrunk:
+            return False
+        code = self.vm.layout.sys + layout.USER_CODE
+        if st.rip == code + system.READ_COPY:
+            # rep movsb stopped part way: RCX bytes are left, RDI has advanced over those copied (RAX is not
+            # to be trusted after a failed KVM_RUN: kvm_pvm hands back a host value there).
+            remaining = st.rcx
+            copied = (st.rdi - _u64(self._data, system.SAVE_RSI)) & MASK64
+            fd = _u64(self._data, system.SAVE_RDI)
+            if fd in self.windows:  # the stub advanced the offset by all it meant to copy
+                self._set_guest_offset(fd, self._guest_offset(fd) - remaining)
+            self._restore_saved(st)
+            if 0 < copied <= st.rdx:
+                st.rax = copied
+                st.rip, st.rflags = st.rcx, st.r11
+            else:
+                st.rax, st.rip = 0, code + system.SLOW  # `read` again, through the VMM
+        self.before_syscall()  # every offset to its host fd
+        for fd in shrunk:
+            self._drop(fd)
+            self._open_window(fd)
+        return True
+
     # -- faults inside the stub's copies
 
     def fixup(self, vector: int, st: X86State) -> bool:
@@ -229,20 +277,23 @@ class FastPaths:
         if st.rip == code + system.READ_COPY:
             remaining, wanted = st.rcx, st.rax
             fd = _u64(self._data, system.SAVE_RDI)
-            window = self.windows.get(fd)
-            if window is not None:  # the stub advanced the offset by all it meant to copy
-                window.offset = self._guest_offset(fd, window) - remaining
-                self._write_entry(fd)
+            if fd in self.windows:  # the stub advanced the offset by all it meant to copy
+                self._set_guest_offset(fd, self._guest_offset(fd) - remaining)
             copied = wanted - remaining
             st.rax = copied if copied > 0 else -errno.EFAULT & MASK64
         else:
             st.rax = -errno.EFAULT & MASK64  # nothing was committed to the batch
-        st.rsi = _u64(self._data, system.SAVE_RSI)
-        st.rdi = _u64(self._data, system.SAVE_RDI)
-        st.rcx = _u64(self._data, system.SAVE_RCX)
+        self._restore_saved(st)
         st.rip, st.rflags = st.rcx, st.r11
         return True
 
+    def _restore_saved(self, st: X86State) -> None:
+        """The registers the stub saved on entry (its copy loop uses them)."""
+        st.rsi = _u64(self._data, system.SAVE_RSI)
+        st.rdi = _u64(self._data, system.SAVE_RDI)
+        st.rcx = _u64(self._data, system.SAVE_RCX)
+
 
 def _u64(view: memoryview, offset: int) -> int:
-    return int.from_bytes(view[offset : offset + 8], "little")
+    (value,) = _U64.unpack_from(view, offset)
+    return int(value)

@@ -13,11 +13,10 @@ Tightening a page (unmap, mprotect to less) must drop translations the guest may
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 
 from isola.emu.memory import FlatMemory
-from isola.host import libc
+from isola.host.mapping import Pin, protect
 from isola.linux.guest import PAGE_SHIFT, PROT_EXEC, PROT_READ, PROT_WRITE
 from isola.vmm.process.paging import PageTables, leaf
 
@@ -27,8 +26,8 @@ class ProcessMemory(FlatMemory):
         super().__init__(size)
         self.tables = tables
         self._ptes = tables.ram_ptes
-        self._anchor: ctypes.c_char | None = ctypes.c_char.from_buffer(self.buf)
-        self.host_address = ctypes.addressof(self._anchor)
+        self._pin = Pin(self.buf)
+        self.host_address = self._pin.address
 
     def _set_prot(self, page: int, prot: int) -> None:
         super()._set_prot(page, prot)
@@ -50,9 +49,9 @@ class ProcessMemory(FlatMemory):
         """Make the guest forget its translations of [addr, addr+length): a round trip of the host mapping
         through read-only fires KVM's MMU notifier for the range."""
         start = self.host_address + addr
-        libc.call("mprotect", ctypes.c_void_p(start), ctypes.c_size_t(length), mmap.PROT_READ)
-        libc.call("mprotect", ctypes.c_void_p(start), ctypes.c_size_t(length), mmap.PROT_READ | mmap.PROT_WRITE)
+        protect(start, length, mmap.PROT_READ)
+        protect(start, length, mmap.PROT_READ | mmap.PROT_WRITE)
 
     def close(self) -> None:
-        self._anchor = None
+        self._pin.release()
         self.buf.close()

@@ -23,7 +23,6 @@ alive (a token pipe shared by all of them) makes a fork bomb meet EAGAIN instead
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import mmap
 import os
@@ -34,14 +33,16 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from isola.errors import EngineError, UnsupportedError
+from isola.host.mapping import Pin
 from isola.linux import binfmt
 from isola.linux.abi.x86_64 import X86_64Abi, X86Cpu
-from isola.linux.guest import SyscallError
+from isola.linux.guest import GuestFault, SyscallError
 from isola.linux.kernel import GuestExit, GuestKilled, ImageReplaced, Kernel
 from isola.vmm.kvm import ioctls, structs
 from isola.vmm.kvm.vcpu import (
     FailEntryExit,
     HltExit,
+    HostMemoryExit,
     InternalErrorExit,
     Interrupted,
     IoExit,
@@ -74,18 +75,23 @@ CPUID_XSAVE = 1 << 26  # leaf 1 ECX
 RAM_SLOT = 0
 SYSTEM_SLOT = 1
 
-# Exception vector -> signal, as Linux's traps.c sends them to a user-mode fault.
+# Exception vector -> (signal, si_code, whether si_addr is the faulting instruction, else 0), as Linux's
+# traps.c reports an exception in user mode. #PF is apart: SIGSEGV at CR2, SEGV_MAPERR or SEGV_ACCERR.
+SI_KERNEL = 0x80
 _VECTOR_SIGNALS = {
-    0: signal.SIGFPE,  # #DE divide error
-    1: signal.SIGTRAP,  # #DB
-    3: signal.SIGTRAP,  # #BP int3
-    6: signal.SIGILL,  # #UD
-    11: signal.SIGBUS,  # #NP
-    12: signal.SIGBUS,  # #SS
-    16: signal.SIGFPE,  # #MF x87
-    17: signal.SIGBUS,  # #AC
-    19: signal.SIGFPE,  # #XM SIMD
+    0: (signal.SIGFPE, 1, True),  # #DE: FPE_INTDIV
+    1: (signal.SIGTRAP, 1, True),  # #DB (icebp): TRAP_BRKPT
+    3: (signal.SIGTRAP, SI_KERNEL, False),  # #BP: int3
+    6: (signal.SIGILL, 2, True),  # #UD: ILL_ILLOPN
+    11: (signal.SIGBUS, SI_KERNEL, False),  # #NP
+    12: (signal.SIGBUS, SI_KERNEL, False),  # #SS
+    13: (signal.SIGSEGV, SI_KERNEL, False),  # #GP: privileged instructions, ports, non-canonical addresses
+    16: (signal.SIGFPE, 0, True),  # #MF: the code comes from the x87 status (see _math_error_code)
+    17: (signal.SIGBUS, 1, False),  # #AC: BUS_ADRALN
+    19: (signal.SIGFPE, 0, True),  # #XM: the code comes from MXCSR
 }
+_INVALID_OPCODE, _GENERAL_PROTECTION, _X87_ERROR, _SIMD_ERROR = 6, 13, 16, 19
+_INT_N = 0xCD  # `int imm8`
 _PAGE_FAULT = 14
 _FRAME = struct.Struct("<QQQQQQ")  # error code (or the stub's 0), RIP, CS, RFLAGS, RSP, SS
 DEFAULT_MAX_PROCESSES = 256
@@ -139,6 +145,7 @@ class ProcessVm:
         self.cpuid = kvm.supported_cpuid()
         self._check_address_width()
         self.system = mmap.mmap(-1, self.layout.system_slot_size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._system_pin = Pin(self.system)
         self.tables = PageTables(self.layout, memoryview(self.system))
         self.memory = ProcessMemory(self.layout.ram, self.tables)
         self._write_system_area()
@@ -205,7 +212,7 @@ class ProcessVm:
         try:
             vm.set_user_memory_region(RAM_SLOT, 0, self.layout.ram, self.memory.host_address)
             vm.set_user_memory_region(
-                SYSTEM_SLOT, self.layout.sys, self.layout.system_slot_size, _address_of(self.system)
+                SYSTEM_SLOT, self.layout.sys, self.layout.system_slot_size, self._system_pin.address
             )
             vcpu = vm.create_vcpu(0)
             self._setup_vcpu(vcpu)
@@ -297,6 +304,12 @@ class ProcessVm:
                     st.load()
                     self._fault(signal.SIGBUS, ex.address)
                     self._resume()
+                elif isinstance(ex, HostMemoryExit):
+                    st.fetch()  # no exit went through kvm_run: read the registers
+                    if not self.fast.recover_truncated(st):
+                        raise EngineError(ex.report)
+                    self._pending_full_context = True
+                    self._resume()
                 else:
                     raise EngineError(_describe(ex))
         except GuestExit as done:
@@ -355,14 +368,24 @@ class ProcessVm:
             if vector == _PAGE_FAULT:
                 self._fault(signal.SIGSEGV, st.cr2)
             else:
-                sig = _VECTOR_SIGNALS.get(vector, signal.SIGSEGV)
-                self._fault(sig, rip if sig in (signal.SIGILL, signal.SIGFPE, signal.SIGTRAP) else 0)
+                if vector == _INVALID_OPCODE and self._instruction_byte(rip) == _INT_N:
+                    vector = _GENERAL_PROTECTION  # kvm_pvm raises #UD for `int n` through a gate of DPL 0
+                sig, code, at_instruction = _VECTOR_SIGNALS.get(vector, (signal.SIGSEGV, SI_KERNEL, False))
+                if vector in (_X87_ERROR, _SIMD_ERROR):
+                    code = _math_error_code(vector, st.fxsave())
+                self._fault(sig, rip if at_instruction else 0, code)
         self._deliver()
         self._resume()
 
-    def _fault(self, sig: int, addr: int) -> None:
+    def _instruction_byte(self, address: int) -> int | None:
+        try:
+            return self.memory.read(address, 1)[0]
+        except GuestFault:
+            return None
+
+    def _fault(self, sig: int, addr: int, code: int | None = None) -> None:
         self.fast.flush()
-        self.kernel.fault(sig, addr, self.state)
+        self.kernel.fault(sig, addr, self.state, code)
 
     def _deliver(self) -> None:
         pending = self.kernel.pending
@@ -421,12 +444,16 @@ class ProcessVm:
         self.memory.close()
 
 
-def _address_of(buf: mmap.mmap) -> int:
-    anchor = ctypes.c_char.from_buffer(buf)
-    try:
-        return ctypes.addressof(anchor)
-    finally:
-        del anchor
+def _math_error_code(vector: int, fxsave: bytes) -> int:
+    """FPE_* for an unmasked x87 (#MF) or SSE (#XM) exception: the first of invalid, divide by zero,
+    overflow, underflow or denormal, inexact that is flagged and not masked, as Linux's math_error() picks."""
+    fcw, fsw = struct.unpack_from("<HH", fxsave, 0)
+    (mxcsr,) = struct.unpack_from("<I", fxsave, 24)
+    flagged = fsw & ~fcw if vector == _X87_ERROR else mxcsr & ~(mxcsr >> 7)
+    for bits, code in ((0x01, 7), (0x04, 3), (0x08, 4), (0x12, 5), (0x20, 6)):  # FLTINV DIV OVF UND RES
+        if flagged & bits:
+            return code
+    return 0
 
 
 def _canonical(address: int) -> bool:
@@ -434,7 +461,7 @@ def _canonical(address: int) -> bool:
 
 
 def _describe(ex: VcpuExit) -> str:
-    if isinstance(ex, ShutdownExit | InternalErrorExit | FailEntryExit | UnexpectedExit):
+    if isinstance(ex, ShutdownExit | InternalErrorExit | FailEntryExit | HostMemoryExit | UnexpectedExit):
         return ex.report
     if isinstance(ex, HltExit):
         return "the vCPU halted in the VMM's guest code"
