@@ -50,12 +50,12 @@ test: setup
 # under QEMU/TCG with an AMD CPU that has SVM, so L1's /dev/kvm is kvm_amd (isola.vmm.nested). On a host with
 # VMX/SVM they also run directly in `make test`. Two plugins are left out in L1: they cost ~20 s of start-up
 # under TCG.
-NESTED_TESTS ?= tests/nested tests/integration/test_kvm_linux.py tests/integration/test_kvm_vmlinux.py tests/integration/test_vmm_cli.py tests/integration/test_vmm_api_socket.py tests/integration/test_kvm_keyboard.py tests/integration/test_kvm_virtio.py
+NESTED_TESTS ?= tests/nested tests/integration/test_process_vm_svm.py tests/integration/test_kvm_linux.py tests/integration/test_kvm_vmlinux.py tests/integration/test_vmm_cli.py tests/integration/test_vmm_api_socket.py tests/integration/test_kvm_keyboard.py tests/integration/test_kvm_virtio.py
 NESTED_TIMEOUT ?= 1500
 NESTED_PYTEST := -p no:cacheprovider -p no:anyio -p no:hypothesispytest -m real_kvm
 
 test-nested: setup
-	$(PY) -m isola.vmm.nested --timeout $(NESTED_TIMEOUT) --retries 1 -- \
+	$(PY) -m isola.vmm.nested --timeout $(NESTED_TIMEOUT) --retries 2 -- \
 		python -m pytest $(NESTED_PYTEST) $(NESTED_TESTS)
 
 # isola-vmm beside QEMU (-M microvm -enable-kvm) in the nested lane's L1: boot to /init, virtio-blk read MB/s,

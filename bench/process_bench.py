@@ -7,8 +7,10 @@ A process VM (`isola-vmm run --process -- PROGRAM`) runs a static x86-64 ELF at 
 system calls in Python. What is compared, each workload's variants interleaved round by round (rotating which goes
 first), one untimed warm-up each, medians of `--runs` runs:
 
-1. CPU: busybox awk's 3M-iteration loop (measurements.md §2e) natively and in a process VM. Throughput ratio
-   native/VM (goal ≥ 0.95), raw and with each side's start-up (its `busybox true`) subtracted.
+1. CPU: busybox awk's 3M-iteration loop (measurements.md §2e) natively and in a process VM, and the same loop
+   at 30M iterations. Throughput ratio native/VM, raw and with each side's start-up (its `busybox true`)
+   subtracted. The goal (≥ 0.95) is about CPU-bound work, so it is judged on the 30M loop, where start-up is a
+   rounding error; at 3M the ~0.1 s of Python start-up is an eighth of the run, and the raw 3M ratio says so.
 2. Syscall round trip: `bench/process/getppid.c` (static, built at bench time) times 20,000 `syscall(SYS_getppid)`
    with clock_gettime; natively and in the VM, beside the 28.5 µs floor that measurements.md §7 measured for a
    bare `syscall` → KVM_EXIT_IO → back on this kvm_pvm host.
@@ -16,7 +18,7 @@ first), one untimed warm-up each, medians of `--runs` runs:
    /dev/null` (read + write) of a deterministic file (300 MiB, generated once under `<out>/build/process`, read
    through `--root`) natively and in the VM with and without `--no-fastpath` (the exit-avoiding file pages and
    batched writes). Goal: sha256sum ≥ 0.8x native with the fast path.
-4. Launch → exit: `busybox true` in a process VM (through `python -m isola.vmm.launch` and the `isola-vmm`
+4. Launch → exit: `busybox true` in a process VM (through `python -m isola.vmm.command` and the `isola-vmm`
    script), `busybox echo`, native `busybox true`/`echo`, bare Python start-up, and QEMU `-M microvm` with KVM
    booting `bench/process/tinyguest.S` (a firmware-less guest: reset vector → long mode → one serial line →
    isa-debug-exit), the peer of measurements.md §2b (44 ms there). If QEMU cannot run it here, the 44 ms anchor
@@ -56,10 +58,12 @@ from vmm_bench import spread
 
 HERE = Path(__file__).resolve().parent
 PROJECT = HERE.parent
-VMM_MODULE = [sys.executable, "-m", "isola.vmm.launch"]
+VMM_MODULE = [sys.executable, "-m", "isola.vmm.command"]
 VMM_SCRIPT = [str(Path(sys.executable).parent / "isola-vmm")]
 
 AWK = "BEGIN { s = 0; for (i = 0; i < 3000000; i++) s += i * 2 % 7; print s }"
+AWK_LONG = AWK.replace("3000000", "30000000")
+"""The same loop ten times longer (~7 s natively): long enough that each side's start-up is under 2% of it."""
 GETPPID_CALLS = 20000
 DATA_NAME = "data.bin"
 DATA_SEED = 0x15014
@@ -85,7 +89,7 @@ QEMU_ANCHOR = {
     "-accel kvm -cpu host,-arch-capabilities, firmware-less tiny guest (-bios), launch→exit wall, median of 3 "
     "(0.042-0.045 s)",
 }
-IMPORT_VMM = "import isola.vmm.launch, isola.vmm.process.cli"
+IMPORT_VMM = "import isola.vmm.command, isola.vmm.process.cli, isola.vmm.process.vm"
 """What `isola-vmm run --process` imports before it starts a VM: Python's share of the VMM's start-up."""
 QEMU_MARKER = "TINY-GUEST-OK"
 QEMU_EXIT_STATUS = 1  # isa-debug-exit: (value 0 << 1) | 1
@@ -314,6 +318,7 @@ class Setup:
 def workloads(s: Setup) -> dict[str, list[Variant]]:
     bb = str(s.busybox)
     awk_out = run([bb, "awk", AWK]).stdout
+    awk_long_out = run([bb, "awk", AWK_LONG]).stdout
     in_root = ["/busybox"]
     data = f"/{DATA_NAME}"
 
@@ -349,12 +354,14 @@ def workloads(s: Setup) -> dict[str, list[Variant]]:
         "launch": launch,
         "syscall": [Variant("native", [str(s.getppid), str(GETPPID_CALLS)], ns_per_call)],
         "cpu": [Variant("native", [bb, "awk", AWK], expect_stdout(awk_out))],
+        "cpu-long": [Variant("native", [bb, "awk", AWK_LONG], expect_stdout(awk_long_out))],
     }
     for workload, (argv, check, null) in reads(str(s.data)).items():
         out[workload] = [Variant("native", [bb, *argv], check, stdout_null=null)]
     if s.with_vm:
         out["syscall"].append(Variant("vm", vmm(program=[str(s.getppid), str(GETPPID_CALLS)]), ns_per_call, vm=True))
         out["cpu"].append(Variant("vm", vmm(program=[bb, "awk", AWK]), expect_stdout(awk_out), vm=True))
+        out["cpu-long"].append(Variant("vm", vmm(program=[bb, "awk", AWK_LONG]), expect_stdout(awk_long_out), vm=True))
         for workload, (argv, check, null) in reads(data).items():
             for name, opts in (("vm", ()), ("vm --no-fastpath", ("--no-fastpath",))):
                 cmd = vmm("--root", str(s.root), *opts, program=[*in_root, *argv])
@@ -485,6 +492,7 @@ def results(m: dict[str, dict[str, Any]], file_bytes: int, qemu_measured: bool) 
     launch = {variant: med(m, "launch", variant) for variant in m.get("launch", {})}
     return {
         "cpu": {**throughput("cpu", "vm"), "native_true_ms": native_true, "vm_true_ms": vm_true},
+        "cpu_long": throughput("cpu-long", "vm"),
         "syscall": {
             "calls": GETPPID_CALLS,
             "native_us": div(syscall_native, 1000.0, 4),
@@ -511,10 +519,11 @@ def goals(r: dict[str, Any]) -> dict[str, Any]:
     def met(ratio: float | None, minimum: float) -> bool | None:
         return None if ratio is None else ratio >= minimum
 
-    cpu, sha = r["cpu"], r["sha256"]["ratio_vm"]
+    cpu, cpu_long, sha = r["cpu"], r["cpu_long"], r["sha256"]["ratio_vm"]
     return {
         **GOALS,
-        "cpu_met": met(cpu["ratio_native_over_vm"], GOALS["cpu_ratio_min"]),
+        "cpu_met": met(cpu_long["ratio_native_over_vm"], GOALS["cpu_ratio_min"]),
+        "cpu_3m_met": met(cpu["ratio_native_over_vm"], GOALS["cpu_ratio_min"]),
         "cpu_met_startup_subtracted": met(cpu["ratio_startup_subtracted"], GOALS["cpu_ratio_min"]),
         "sha256_met": met(sha["ratio_native_over_vm"], GOALS["sha256_ratio_min"]),
         "sha256_met_startup_subtracted": met(sha["ratio_startup_subtracted"], GOALS["sha256_ratio_min"]),
@@ -535,6 +544,11 @@ def print_table(r: dict[str, Any], g: dict[str, Any], mib: int) -> None:
     print(
         f"{'busybox awk 3M loop (ms)':44} {fmt(cpu['native_ms'], '.1f'):>10} {fmt(cpu['vm_ms'], '.1f'):>12} "
         f"{fmt(cpu['ratio_native_over_vm'], '.3f', 'x'):>10} {fmt(cpu['ratio_startup_subtracted'], '.3f', 'x'):>13}"
+    )
+    long = r["cpu_long"]
+    print(
+        f"{'busybox awk 30M loop (ms)':44} {fmt(long['native_ms'], '.1f'):>10} {fmt(long['vm_ms'], '.1f'):>12} "
+        f"{fmt(long['ratio_native_over_vm'], '.3f', 'x'):>10} {fmt(long['ratio_startup_subtracted'], '.3f', 'x'):>13}"
     )
     for workload in READS:
         row = r[workload]
@@ -559,8 +573,8 @@ def print_table(r: dict[str, Any], g: dict[str, Any], mib: int) -> None:
         f"vm true / QEMU {fmt(launch['vm_true_over_qemu'], '.2f', 'x')}"
     )
     print(
-        f"goals: CPU ≥ {g['cpu_ratio_min']}x native: {verdict(g['cpu_met'])} "
-        f"(w/o start-up: {verdict(g['cpu_met_startup_subtracted'])}); "
+        f"goals: CPU (30M loop) ≥ {g['cpu_ratio_min']}x native: {verdict(g['cpu_met'])} "
+        f"(3M loop: {verdict(g['cpu_3m_met'])}, w/o start-up: {verdict(g['cpu_met_startup_subtracted'])}); "
         f"sha256sum ≥ {g['sha256_ratio_min']}x native: {verdict(g['sha256_met'])} "
         f"(w/o start-up: {verdict(g['sha256_met_startup_subtracted'])})"
     )
@@ -644,7 +658,7 @@ def plot(samples: list[dict[str, Any]], m: dict[str, dict[str, Any]], r: dict[st
     ax.axis("off")
     g = goals(r)
     lines = [
-        f"CPU (awk) ≥ {g['cpu_ratio_min']}x native: {verdict(g['cpu_met'])}",
+        f"CPU (awk 30M) ≥ {g['cpu_ratio_min']}x native: {verdict(g['cpu_met'])}",
         f"  without start-up: {verdict(g['cpu_met_startup_subtracted'])}",
         f"sha256sum ≥ {g['sha256_ratio_min']}x native: {verdict(g['sha256_met'])}",
         f"  without start-up: {verdict(g['sha256_met_startup_subtracted'])}",
@@ -801,6 +815,7 @@ def main() -> None:
             "launch_runs": launch_runs,
             "quick": args.quick,
             "awk_program": AWK,
+            "awk_long_program": AWK_LONG,
             "getppid_calls": GETPPID_CALLS,
             "file_bytes": file_bytes,
             "file_sha256": data_sha256,

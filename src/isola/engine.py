@@ -170,7 +170,9 @@ class Engine(Protocol):
 
 
 # Where each rung's engine lives, as "module:attribute"; an engine issue adds its line when it lands.
-ENGINES: dict[Kind, str] = {}
+ENGINES: dict[Kind, str] = {
+    Kind.VM: "isola.vmm.engine:VmEngine",
+}
 
 
 def engine_for(kind: Kind) -> Engine:

@@ -420,7 +420,7 @@ def test_the_exported_openapi_document_is_the_apps() -> None:
 def test_the_openapi_document_promises_firecrackers_answers() -> None:
     document = openapi_document()
     operations = [op for item in document["paths"].values() for op in item.values()]
-    assert len(operations) == 14
+    assert len(operations) == 16
     for operation in operations:
         assert set(operation["responses"]) in ({"200", "400"}, {"204", "400"}), operation["operationId"]
     assert "HTTPValidationError" not in document["components"]["schemas"]

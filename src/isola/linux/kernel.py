@@ -38,7 +38,6 @@ import ctypes
 import errno
 import fcntl
 import functools
-import inspect
 import os
 import resource
 import select
@@ -148,6 +147,12 @@ class ForkObserver(Protocol):
     def in_child(self) -> None: ...
 
 
+def _arguments(method: Callable[..., int]) -> int:
+    """How many arguments a bound `sys_*` method takes (its code object says so at no cost: inspect.signature
+    on ~150 handlers was a tenth of a process VM's start-up)."""
+    return int(method.__func__.__code__.co_argcount) - 1  # type: ignore[attr-defined]
+
+
 class ImageLoader(Protocol):
     """Loads a program into the (cleared) address space for execve, as the engine's loader did the first
     one: returns (entry, initial sp). `execfn` is the path as the guest passed it (AT_EXECFN)."""
@@ -255,14 +260,13 @@ class Kernel(Generic[CpuT]):
         table: dict[int, tuple[str, Callable[..., int], int]] = {}
         for nr, name in self.abi.syscalls.items():
             arch = getattr(self.abi, "sys_" + name, None)
-            if arch is not None:
-                bound = functools.partial(arch, self)
-                table[nr] = (name, bound, len(inspect.signature(bound).parameters))
+            if arch is not None:  # a bound method of the ABI, given the kernel as its first argument
+                table[nr] = (name, functools.partial(arch, self), _arguments(arch) - 1)
                 continue
             for component in components:
                 handler = getattr(component, "sys_" + name, None)
                 if handler is not None:
-                    table[nr] = (name, handler, len(inspect.signature(handler).parameters))
+                    table[nr] = (name, handler, _arguments(handler))
                     break
         return table
 

@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.api_sock is not None:
             from isola.vmm import api  # only here: a plain boot does not pay for importing FastAPI
 
-            served = api.serve(args.api_sock, boot_vm, document=document)
+            served = api.serve(args.api_sock, boot_vm, document=document, console=console_server)
             if served is None:
                 return 0  # told to stop before any VM ran
             status = served

@@ -28,6 +28,8 @@ The REST API of `isola-vmm --api-sock PATH`, modelled on Firecracker's: HTTP/1.1
 Configure with PUT (and PATCH) before `PUT /actions {"action_type": "InstanceStart"}`; configuration calls after
 it are refused. Success is 204 with no body; every error is 400 with `{"fault_message": "..."}`.
 The configuration is validated like `isola-vmm --config vm.json`; unknown fields are rejected.
+`PUT /process` (instead of a boot source) makes a process VM: one static x86-64 program, as
+`isola-vmm run --process`; isola-vmm keeps serving after it ends, and `GET /vm` tells its exit status.
 """
 
 NO_TELEMETRY: TelemetryConfig = {
@@ -196,6 +198,16 @@ def create_app(controller: Controller) -> FastAPI:
     @app.put("/entropy", operation_id="putEntropyDevice", summary="Add a virtio-rng device", **no_content)
     def put_entropy(body: models.EntropyDevice) -> None:
         controller.put_entropy(body.model_dump(exclude_none=True))
+
+    @app.put("/process", operation_id="putProcess",
+             summary="Make it a process VM: one program, no kernel, no boot source", **no_content)  # fmt: skip
+    def put_process(body: models.ProcessConfiguration) -> None:
+        controller.put_process(body.model_dump(exclude_none=True))
+
+    @app.get("/vm", operation_id="getVmState", summary="The VM's state and, once it has ended, its exit status",
+             response_model_exclude_none=True)  # fmt: skip
+    def get_vm_state() -> models.VmState:
+        return models.VmState.model_validate(controller.vm_state())
 
     @app.put("/actions", operation_id="createSyncAction", summary="Start the VM, press Ctrl+Alt+Del, flush metrics",
              **no_content)  # fmt: skip

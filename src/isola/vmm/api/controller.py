@@ -5,7 +5,12 @@ Firecracker VM document (`isola.vmm.config`); every change is checked by `config
 document has a boot source (the one field it cannot do without), and once more, whole, on InstanceStart. So a
 bad kernel path fails the PUT that gave it, and the API accepts exactly the documents `--config` accepts.
 
-The VM runs in this process, in a thread that calls `boot()`. InstanceStart waits for that thread to report
+A process VM (`PUT /process`, instead of a boot source) is checked by `ProcessConfig.validate`, the same
+rules `isola-vmm run --process` applies, and refused next to a boot source or devices. It runs as a child
+process (`process_vm`), waited for by the same thread; when its program ends, isola-vmm keeps serving, so that
+`GET /vm` can tell the exit status (a kernel VM's end ends isola-vmm, as in Firecracker).
+
+A kernel VM runs in this process, in a thread that calls `boot()`. InstanceStart waits for that thread to report
 either that the vCPUs run or why the VM could not start (this host's KVM, a kernel that does not load); in the
 second case the controller is back in "Not started", with its configuration, to be corrected and tried again.
 When the VM ends, `on_end` gets its exit status: isola-vmm then shuts down, like Firecracker does.
@@ -26,9 +31,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from isola import __version__
-from isola.errors import ConflictError, IsolaError, NotFoundError, UsageError
+from isola.errors import ConflictError, InvalidSpecError, IsolaError, NotFoundError, UsageError
 from isola.vmm import config
+from isola.vmm.api.process_vm import ProcessGuest, ProcessRunner, config_from_body
 from isola.vmm.machine import ExitKind, ExitStatus
+from isola.vmm.process_child import DEFAULT_MEMORY_MIB, ProcessConfig
 
 APP_NAME = "isola-vmm"
 DEFAULT_INSTANCE_ID = "anonymous-instance"
@@ -52,6 +59,12 @@ class Boot(Protocol):
     def __call__(self, vm: config.VmConfig, *, on_started: Callable[[Guest], None]) -> ExitStatus: ...
 
 
+class RunProcess(Protocol):
+    """`process_vm.ProcessRunner`: runs a process VM until it ends, calling `on_started` once it runs."""
+
+    def __call__(self, process: ProcessConfig, *, on_started: Callable[[ProcessGuest], None]) -> ExitStatus: ...
+
+
 class State(enum.Enum):
     NOT_STARTED = "Not started"
     STARTING = "Starting"
@@ -67,6 +80,7 @@ class Controller:
         self,
         boot: Boot,
         *,
+        run_process: RunProcess | None = None,
         instance_id: str = DEFAULT_INSTANCE_ID,
         metrics_interval: float = METRICS_INTERVAL,
         on_end: Callable[[ExitStatus], None] | None = None,
@@ -77,6 +91,7 @@ class Controller:
         """HTTP requests served, and those answered with an error: the API's own metrics."""
         self.faults = 0
         self._boot = boot
+        self._run_process: RunProcess = run_process or ProcessRunner()
         self._metrics_interval = metrics_interval
         self._lock = threading.Lock()
         self._doc: dict[str, Any] = {"machine-config": {}, "drives": {}, "network-interfaces": {}}
@@ -138,17 +153,27 @@ class Controller:
     def put_entropy(self, body: dict[str, Any]) -> None:
         self._change("the entropy device", lambda doc: doc.__setitem__("entropy", body))
 
+    def put_process(self, body: dict[str, Any]) -> None:
+        self._change("the process", lambda doc: doc.__setitem__("process", body))
+
+    @property
+    def runs_a_process(self) -> bool:
+        """Whether the VM configured (or started) is a process VM."""
+        with self._lock:
+            return "process" in self._doc
+
     def machine_config(self) -> dict[str, int]:
         """The machine configuration with config's defaults filled in: what InstanceStart would boot."""
         with self._lock:
             given = self._doc["machine-config"]
-            return {
-                "vcpu_count": given.get("vcpu_count", config.VmConfig.vcpus),
-                "mem_size_mib": given.get("mem_size_mib", config.VmConfig.memory_mib),
-            }
+            memory = given.get("mem_size_mib", config.VmConfig.memory_mib)
+            if "process" in self._doc:  # a process VM's memory: its own, else machine-config's, else the launcher's
+                memory = self._doc["process"].get("mem_size_mib") or given.get("mem_size_mib") or DEFAULT_MEMORY_MIB
+            return {"vcpu_count": given.get("vcpu_count", config.VmConfig.vcpus), "mem_size_mib": memory}
 
     def vm_config(self) -> dict[str, Any]:
-        """The configuration as a VM document that `isola-vmm --config` accepts."""
+        """The configuration as a VM document that `isola-vmm --config` accepts (a process VM's is the
+        `process` piece, which only the API takes)."""
         machine = self.machine_config()
         with self._lock:
             doc = _document(self._doc)
@@ -164,22 +189,44 @@ class Controller:
                 raise ConflictError(_PRE_BOOT_REFUSAL.format(what=what))
             candidate = copy.deepcopy(self._doc)
             change(candidate)
-            if "boot-source" in candidate:
+            if "process" in candidate:
+                _process_config(candidate)
+            elif "boot-source" in candidate:
                 config.parse(_document(candidate))
             self._doc = candidate
 
     # --- the VM --------------------------------------------------------------------------------------------
 
     def instance_info(self) -> dict[str, str]:
-        public = "Not started" if self._state in (State.NOT_STARTED, State.STARTING) else "Running"
-        return {"id": self.instance_id, "state": public, "vmm_version": __version__, "app_name": APP_NAME}
+        return {"id": self.instance_id, "state": self._public_state(), "vmm_version": __version__, "app_name": APP_NAME}
+
+    def vm_state(self) -> dict[str, object]:
+        """The state, and once the VM has ended its exit status and how it ended."""
+        with self._lock:
+            ended = self.exit_status if self._state is State.ENDED else None
+        if ended is None:
+            return {"state": self._public_state()}
+        return {"state": "Ended", "exit_code": ended.exit_code, "detail": ended.message}
+
+    def _public_state(self) -> str:
+        return {State.STARTING: "Not started", State.ENDED: "Ended"}.get(self._state, self._state.value)
 
     def start(self) -> None:
         """Boot the configured VM and return once its vCPUs run; raise why when it cannot start."""
         with self._lock:
             if self._state is not State.NOT_STARTED:
                 raise ConflictError("the VM is already running")
-            vm = config.parse(_document(self._doc))
+            if "process" in self._doc:
+                process = _process_config(self._doc)
+
+                def run_vm(on_started: Callable[[Guest], None]) -> ExitStatus:
+                    return self._run_process(process, on_started=on_started)
+            else:
+                vm = config.parse(_document(self._doc))
+
+                def run_vm(on_started: Callable[[Guest], None]) -> ExitStatus:
+                    return self._boot(vm, on_started=on_started)
+
             self._state = State.STARTING
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -192,7 +239,7 @@ class Controller:
 
         def run() -> None:
             try:
-                status = self._boot(vm, on_started=started)
+                status = run_vm(started)
             except BaseException as exc:
                 if not ready.is_set():
                     failure.append(exc)
@@ -305,7 +352,28 @@ def _document(pieces: dict[str, Any]) -> dict[str, Any]:
         doc["network-interfaces"] = [dict(n) for n in pieces["network-interfaces"].values()]
     if "entropy" in pieces:
         doc["entropy"] = dict(pieces["entropy"])
+    if "process" in pieces:
+        doc["process"] = dict(pieces["process"])
     return doc
+
+
+_KERNEL_ONLY = ("boot-source", "drives", "network-interfaces", "entropy")
+
+
+def _process_config(pieces: dict[str, Any]) -> ProcessConfig:
+    """The process VM the pieces describe, refused next to what only a kernel VM has."""
+    for key in _KERNEL_ONLY:
+        if pieces.get(key) or (key in ("boot-source", "entropy") and key in pieces):  # entropy's body is {}
+            raise UsageError(f"process: a process VM runs one program with no kernel or devices; it cannot have {key}")
+    machine = pieces["machine-config"]
+    if machine.get("vcpu_count", 1) != 1:
+        raise InvalidSpecError("a process VM has 1 vCPU", field="machine-config.vcpu_count")
+    body = pieces["process"]
+    if "mem_size_mib" in body and "mem_size_mib" in machine and body["mem_size_mib"] != machine["mem_size_mib"]:
+        raise InvalidSpecError("differs from machine-config.mem_size_mib: give one", field="process.mem_size_mib")
+    process = config_from_body(body, machine.get("mem_size_mib"))
+    process.validate()
+    return process
 
 
 def _crash(exc: BaseException) -> ExitStatus:

@@ -13,8 +13,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-InstanceState = Literal["Not started", "Running"]
-"""Firecracker also has "Paused"; isola-vmm cannot pause a VM, so it never reports it."""
+InstanceState = Literal["Not started", "Running", "Ended"]
+"""Firecracker also has "Paused"; isola-vmm cannot pause a VM, so it never reports it. "Ended" is isola's: a
+process VM whose program has ended (isola-vmm keeps serving then, so that its exit status can be read); a kernel
+VM's end ends isola-vmm, as in Firecracker."""
 
 ActionType = Literal["InstanceStart", "SendCtrlAltDel", "FlushMetrics"]
 
@@ -92,6 +94,30 @@ class EntropyDevice(Body):
     supported, so the body is an empty object."""
 
 
+class ProcessConfiguration(Body):
+    """PUT /process: a process VM (one static x86-64 program, its system calls served by isola), instead of a
+    boot source. The fields are `isola-vmm run --process`'s options."""
+
+    program: str = Field(description="A path inside `root`; without `root`, a host file copied alone into a fresh /.")
+    args: list[str] | None = Field(default=None, description="The program's arguments (after argv[0]).")
+    env: dict[str, str] | None = Field(default=None, description="Its whole environment.")
+    root: str | None = Field(default=None, description="A host directory: the program's /.")
+    mem_size_mib: int | None = Field(
+        default=None, description="Guest memory: a multiple of 2 from 16 (default: machine-config's, else 1024)."
+    )
+    max_processes: int | None = Field(default=None, description="Guest processes alive at once (default 256).")
+
+
+class VmState(Body):
+    """GET /vm: the VM's state and, once it has ended, how."""
+
+    state: InstanceState
+    exit_code: int | None = Field(
+        default=None, description="Once ended: the program's status (128 + N after signal N), or isola-vmm's."
+    )
+    detail: str | None = Field(default=None, description="Once ended: how, in words.")
+
+
 class InstanceActionInfo(Body):
     action_type: ActionType
 
@@ -112,3 +138,4 @@ class FullVmConfiguration(Body):
     drives: list[Drive]
     network_interfaces: list[NetworkInterface] = Field(alias="network-interfaces")
     entropy: EntropyDevice | None = None
+    process: ProcessConfiguration | None = None

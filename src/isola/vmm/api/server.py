@@ -1,4 +1,4 @@
-"""Serving the API on a unix socket until the VM ends or isola-vmm is told to stop.
+"""Serving the API on a unix socket until a kernel VM ends or isola-vmm is told to stop.
 
 The socket is bound here rather than by uvicorn, to answer the common mistakes in one line: a path another
 process serves on, a directory that does not exist or may not be written. A socket file left behind by a
@@ -16,27 +16,32 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from isola.host import unix_socket
 from isola.vmm.api.app import create_app
 from isola.vmm.api.controller import Boot, Controller
+from isola.vmm.api.process_vm import ProcessRunner
+from isola.vmm.console_socket import ConsoleServer
 from isola.vmm.machine import ExitStatus
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def serve(path: Path, boot: Boot, *, document: object = None) -> ExitStatus | None:
-    """Serve the API on `path` (configured from `document` first, when given) until the VM ends or a signal
-    comes. Returns the VM's exit status, or None when no VM ran."""
-    controller = Controller(boot)
+def serve(
+    path: Path, boot: Boot, *, document: object = None, console: ConsoleServer | None = None
+) -> ExitStatus | None:
+    """Serve the API on `path` (configured from `document` first, when given) until a kernel VM ends or a signal
+    comes; a process VM's program has its stdio on `console` (else isola-vmm's), and its end leaves the API
+    serving. Returns the VM's exit status, or None when no VM ran."""
+    controller = Controller(boot, run_process=ProcessRunner(console))
     if document is not None:
         controller.load(document)
-    sock = unix_socket.listen(path, "the API socket", backlog=128)
-    identity = os.stat(path)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(controller),
@@ -53,10 +58,18 @@ def serve(path: Path, boot: Boot, *, document: object = None) -> ExitStatus | No
         server.should_exit = True
 
     def on_end(status: ExitStatus) -> None:
-        server.should_exit = True
+        if not controller.runs_a_process:  # its exit status stays readable at GET /vm until a signal comes
+            server.should_exit = True
 
     controller.on_end = on_end
+    # The handlers come first: a client may signal as soon as the socket accepts connections.
     previous = {signum: signal.signal(signum, on_signal) for signum in _SIGNALS}
+    try:
+        sock = unix_socket.listen(path, "the API socket", backlog=128)
+    except BaseException:
+        _restore(previous)
+        raise
+    identity = os.stat(path)
     print(f"isola-vmm: serving the API on {path}", file=sys.stderr, flush=True)
     try:
         asyncio.run(server.serve(sockets=[sock]))
@@ -65,9 +78,13 @@ def serve(path: Path, boot: Boot, *, document: object = None) -> ExitStatus | No
         status = controller.shutdown(reason)
         sock.close()
         _remove_if_ours(path, identity)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _restore(previous)
     return status
+
+
+def _restore(handlers: Mapping[signal.Signals, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def _remove_if_ours(path: Path, identity: os.stat_result) -> None:

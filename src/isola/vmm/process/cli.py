@@ -153,6 +153,8 @@ def _run_vm(args: argparse.Namespace, kvm: object, root: Path, program: str) -> 
     if args.stats and os.getpid() == top:
         exits = ", ".join(f"{name} {count}" for name, count in sorted(vm.exits.items()))
         sys.stderr.write(f"isola-vmm: exits: {exits or 'none'}\n")
+        entry = {True: "CPL 3 (kvm_pvm: the VMM sets RIP)", False: "CPL 0 (VMX/SVM: sysretq)", None: "no call"}
+        sys.stderr.write(f"isola-vmm: syscall entry: {entry[vm.syscall_at_cpl3]}\n")
     _exit(status)
 
 

@@ -85,6 +85,7 @@ ENTRY_CODE = bytes.fromhex(
 # Offsets of labels in ENTRY_CODE.
 ENTRY = 0x00
 SLOW = 0x10
+SLOW_OUT_LENGTH = 2  # `outb %al, $0xd0` at SLOW; its `sysretq` follows
 READ_COPY = 0x76
 READ_DONE = 0x78
 WRITE_COPY = 0x12B

@@ -437,6 +437,10 @@ class ProcessVm:
         self.vcpu.set_msrs({MSR_LSTAR: self._lstar()})
         self.state.rebind(self.vcpu)
         self.state.set_xsave(self.state.xsave())
+        if self._exit_rip == self.layout.sys + layout.USER_CODE + system.SLOW:
+            # Standard KVM reports an OUT exit with RIP at the `out` and steps over it when the vCPU that
+            # exited runs again; this new vCPU never exited, so it would run the `out` (a second system call).
+            self._exit_rip += system.SLOW_OUT_LENGTH
 
     def close(self) -> None:
         self.fast.reset()
