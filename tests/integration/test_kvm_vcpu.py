@@ -103,8 +103,8 @@ REAL_MODE_OUT_IN_HLT = bytes.fromhex("b042 e610 e411 a20030 f4")
 
 def test_real_mode_out_in_hlt(guest):
     vcpu = guest.real_mode(REAL_MODE_OUT_IN_HLT)
-    assert run_until_exit(vcpu) == IoExit(port=0x10, size=1, is_write=True, count=1, data=b"\x42")
-    assert run_until_exit(vcpu) == IoExit(port=0x11, size=1, is_write=False, count=1, data=b"")
+    assert run_until_exit(vcpu) == IoExit(port=0x10, size=1, is_write=True, items=1, data=b"\x42")
+    assert run_until_exit(vcpu) == IoExit(port=0x11, size=1, is_write=False, items=1, data=b"")
     vcpu.complete_io_in(b"\x77")
     assert run_until_exit(vcpu) == HltExit()
     assert guest.memory.read(0x3000, 1) == b"\x77"  # the IN's answer reached the guest and guest RAM the host
@@ -126,7 +126,7 @@ LONG_MODE = bytes.fromhex(
 def test_long_mode_entry_io_and_mmio(guest):
     vcpu = guest.long_mode(LONG_MODE)
     assert run_until_exit(vcpu) == IoExit(
-        port=0x10, size=4, is_write=True, count=1, data=(0x1234).to_bytes(4, "little")
+        port=0x10, size=4, is_write=True, items=1, data=(0x1234).to_bytes(4, "little")
     )
     assert run_until_exit(vcpu) == MmioExit(address=MMIO, length=4, is_write=True, data=(0xABCD).to_bytes(4, "little"))
     assert run_until_exit(vcpu) == MmioExit(address=MMIO, length=4, is_write=False, data=b"")

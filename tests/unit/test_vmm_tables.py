@@ -150,7 +150,7 @@ SUPPORTED = [
 
 
 def _leaf(entries: list[CpuidEntry], function: int, index: int = 0) -> CpuidEntry:
-    return next(e for e in entries if e.function == function and e.index == index)
+    return next(e for e in entries if e.function == function and e.subleaf == index)
 
 
 def test_cpuid_sets_the_hypervisor_bit_and_apic_ids():

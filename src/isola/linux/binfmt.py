@@ -22,9 +22,8 @@ import os
 import stat
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from isola.errors import FormatError, IsolaError, NotFoundError, PermissionDeniedError, UsageError
 from isola.linux.elf import ET_DYN, ET_EXEC, PHDR, PT_PHDR, ElfFile, parse
@@ -82,8 +81,7 @@ class ExecAbi(Protocol):
     def stack_size(self) -> int: ...  # the stack mapped for the program
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(NamedTuple):
     uid: int
     euid: int
     gid: int
@@ -94,8 +92,7 @@ class Credentials:
         return cls(os.getuid(), os.geteuid(), os.getgid(), os.getegid())
 
 
-@dataclass(frozen=True)
-class LoadedProgram:
+class LoadedProgram(NamedTuple):
     entry: int  # the first pc: the interpreter's entry if there is one, else the program's
     sp: int  # 16-byte aligned, pointing at argc
     brk: int  # the initial program break
@@ -257,8 +254,7 @@ def load(
     return LoadedProgram(entry, sp, brk, bias, interp_base, phdr, path, name, exe, interp_host, tuple(auxv))
 
 
-@dataclass(frozen=True)
-class _Interp:
+class _Interp(NamedTuple):
     name: str  # PT_INTERP, as the program names it
     host: str  # the file read
     data: bytes

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from isola.errors import FormatError
 from isola.linux.guest import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
@@ -54,8 +54,7 @@ PATH_MAX = 4096
 MAX_PHDR_TABLE = 65536  # Linux refuses larger program header tables, so do we
 
 
-@dataclass(frozen=True)
-class ProgramHeader:
+class ProgramHeader(NamedTuple):
     type: int
     flags: int  # PF_*
     offset: int
@@ -78,8 +77,7 @@ class ProgramHeader:
         return self.vaddr + self.memsz
 
 
-@dataclass(frozen=True)
-class ElfFile:
+class ElfFile(NamedTuple):
     type: int  # ET_EXEC or ET_DYN
     machine: int
     flags: int  # e_flags, machine-specific (RISC-V: EF_RISCV_*)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import errno
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from isola.linux.guest import PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, GuestMemory, SyscallError
 
@@ -51,8 +51,7 @@ def _fail(code: int) -> SyscallError:
     return SyscallError(code, errno.errorcode[code])
 
 
-@dataclass(frozen=True)
-class Vma:
+class Vma(NamedTuple):
     start: int
     end: int
     prot: int  # PROT_READ | PROT_WRITE | PROT_EXEC
@@ -66,7 +65,7 @@ class Vma:
 
     def slice(self, start: int, end: int) -> Vma:
         offset = self.offset + (start - self.start) if self.file_backed else 0
-        return replace(self, start=start, end=end, offset=offset)
+        return self._replace(start=start, end=end, offset=offset)
 
     def mergeable_with(self, nxt: Vma) -> bool:
         """Linux merges neighbours that nothing distinguishes, so maps shows one line for them."""
@@ -164,10 +163,10 @@ class AddressSpace:
         """Add `vma` (its range must be free) and merge it with alike neighbours."""
         i = bisect.bisect_left(self._vmas, vma.start, key=lambda v: v.start)
         if i < len(self._vmas) and vma.mergeable_with(self._vmas[i]):
-            vma = replace(vma, end=self._vmas.pop(i).end)
+            vma = vma._replace(end=self._vmas.pop(i).end)
         if i > 0 and self._vmas[i - 1].mergeable_with(vma):
             i -= 1
-            vma = replace(self._vmas[i], end=vma.end)
+            vma = self._vmas[i]._replace(end=vma.end)
             self._vmas[i] = vma
         else:
             self._vmas.insert(i, vma)
@@ -227,7 +226,7 @@ class AddressSpace:
             covered = min(v.end, end)
         if covered > addr:
             for piece in self._carve(addr, covered):
-                self._insert(replace(piece, prot=prot & PROT_RWX))
+                self._insert(piece._replace(prot=prot & PROT_RWX))
             self.mem.protect(addr, covered - addr, prot & PROT_RWX)
         if covered < end:
             raise _fail(errno.ENOMEM)
@@ -280,7 +279,7 @@ class AddressSpace:
             self._insert(moved)
         self.mem.map(dest, new_len, moved.prot)
         self.mem.poke(dest, data)
-        self._insert(replace(moved, start=dest, end=dest + new_len))
+        self._insert(moved._replace(start=dest, end=dest + new_len))
         return dest
 
     def set_brk_start(self, addr: int) -> None:

@@ -28,7 +28,6 @@ import resource
 import signal
 import struct
 import sys
-from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -137,10 +136,14 @@ def end_by_signal(killed: GuestKilled, tool: str, *, top: bool) -> NoReturn:
     os._exit(128 + killed.sig)
 
 
-@dataclass
 class Pending:
-    info: bytes  # siginfo for the handler
-    addr: int | None = None  # set for faults: the engine reports them
+    """A signal waiting for delivery."""
+
+    __slots__ = ("addr", "info")
+
+    def __init__(self, info: bytes, addr: int | None = None) -> None:
+        self.info = info  # siginfo for the handler
+        self.addr = addr  # set for faults: the engine reports them
 
 
 class Signals:
@@ -327,7 +330,7 @@ class Signals:
             raise GuestKilled(signal.SIGSEGV) from None  # no room for the frame: Linux forces SIGSEGV
         self._set_blocked(self.blocked | act.mask | (0 if act.flags & SA_NODEFER else bit(sig)))
         if act.flags & SA_RESETHAND:
-            self.actions[sig] = replace(act, handler=SIG_DFL)
+            self.actions[sig] = act._replace(handler=SIG_DFL)
             self._mirror(sig)
 
     def fault(self, sig: int, addr: int, cpu: Any, code: int | None = None) -> None:
@@ -382,7 +385,7 @@ class Signals:
             if sig in (S.SIGKILL, S.SIGSTOP):
                 raise SyscallError(errno.EINVAL)
             new = k.abi.unpack_sigaction(k.mem.read(act, k.abi.sigaction_size))
-            new = replace(new, mask=new.mask & ~UNBLOCKABLE)
+            new = new._replace(mask=new.mask & ~UNBLOCKABLE)
             self.actions[sig] = new
             if self._ignored(sig, new):
                 self.pending.pop(sig, None)

@@ -37,8 +37,7 @@ from isola.devices.virtio.mmio import MMIO_WINDOW_SIZE, QUEUE_NOTIFY, VirtioMmio
 from isola.errors import FormatError, NotFoundError, UsageError
 from isola.vmm.acpi import tables as acpi
 from isola.vmm.event_loop import EventLoop
-from isola.vmm.kvm import ioctls
-from isola.vmm.kvm.system import DEV_KVM
+from isola.vmm.kvm import DEV_KVM, ioctls
 from isola.vmm.kvm.vcpu import (
     FailEntryExit,
     HltExit,
@@ -519,17 +518,17 @@ class Machine:
 def _dispatch_io(vcpu: Vcpu, ex: IoExit, bus: Bus) -> None:
     size, port = ex.size, ex.port
     if ex.is_write:
-        if ex.count == 1:
+        if ex.items == 1:
             bus.write(port, size, int.from_bytes(ex.data, "little"))
             return
-        for i in range(0, size * ex.count, size):  # string I/O (rep outs): one access per item
+        for i in range(0, size * ex.items, size):  # string I/O (rep outs): one access per item
             bus.write(port, size, int.from_bytes(ex.data[i : i + size], "little"))
     else:
         mask = (1 << (8 * size)) - 1
-        if ex.count == 1:
+        if ex.items == 1:
             vcpu.complete_io_in((bus.read(port, size) & mask).to_bytes(size, "little"))
             return
-        vcpu.complete_io_in(b"".join((bus.read(port, size) & mask).to_bytes(size, "little") for _ in range(ex.count)))
+        vcpu.complete_io_in(b"".join((bus.read(port, size) & mask).to_bytes(size, "little") for _ in range(ex.items)))
 
 
 def _dispatch_mmio(vcpu: Vcpu, ex: MmioExit, bus: Bus) -> None:

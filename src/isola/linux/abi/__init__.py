@@ -22,16 +22,14 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from isola.linux.guest import GuestMemory
 
 CpuT = TypeVar("CpuT")
 
 
-@dataclass(frozen=True)
-class SigAction:
+class SigAction(NamedTuple):
     """A `struct sigaction` as the guest gave it (`restorer` is 0 where the ABI has none)."""
 
     handler: int
@@ -40,8 +38,7 @@ class SigAction:
     restorer: int = 0
 
 
-@dataclass(frozen=True)
-class FrameRestored:
+class FrameRestored(NamedTuple):
     """What rt_sigreturn found in a signal frame besides the registers (which the ABI restored itself)."""
 
     mask: int

@@ -14,9 +14,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from isola.vmm.kvm import ioctls
+from isola.vmm.kvm import DEV_KVM, ioctls
 
-DEV_KVM = Path("/dev/kvm")
 PROVIDERS = ("kvm_intel", "kvm_amd", "kvm_pvm")
 
 CAPABILITIES = {

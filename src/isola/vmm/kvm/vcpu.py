@@ -29,7 +29,7 @@ import signal
 import struct
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from isola.devices.bus import DeviceMemoryError, PhysicalMemory
 from isola.errors import EngineError
@@ -55,12 +55,11 @@ _IO_DATA_OFFSET = struct.Struct("<Q")
 _IO_DATA_OFFSET_AT = _EXIT_AT + structs.IoExitInfo.data_offset.offset
 
 
-@dataclass(frozen=True)
-class CpuidEntry:
+class CpuidEntry(NamedTuple):
     """One CPUID leaf/sub-leaf result, as KVM_GET_SUPPORTED_CPUID and KVM_SET_CPUID2 exchange them."""
 
     function: int
-    index: int
+    subleaf: int  # ECX on input (KVM's `index`)
     flags: int
     eax: int
     ebx: int
@@ -71,24 +70,37 @@ class CpuidEntry:
 # --- exits -----------------------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class IoExit:
+class _Marker:
+    """An exit that carries nothing: equal to any other of its kind."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class IoExit(NamedTuple):
     """Port I/O. For an OUT (`is_write`), `data` holds `count` items of `size` bytes; for an IN, the handler
     answers with `Vcpu.complete_io_in`. RIP is not touched: kvm_pvm reports it past the instruction, standard KVM
     at it and skips it on the next KVM_RUN, and both complete the access from kvm_run's data either way.
 
-    Slotted and not frozen only because one is built on every exit (frozen dataclasses construct slowly);
-    treat it as read-only."""
+    Exits are named tuples: one is built on every exit, and a tuple is the cheapest record to build (and to
+    define, which counts in a process VM's start-up)."""
 
     port: int
     size: int
     is_write: bool
-    count: int
+    items: int  # KVM's `count`: more than 1 for string I/O (rep ins/outs)
     data: bytes
 
 
-@dataclass(slots=True)
-class MmioExit:
+class MmioExit(NamedTuple):
     """An access to guest-physical memory no slot backs. A read is answered with `Vcpu.complete_mmio_read`."""
 
     address: int
@@ -97,28 +109,24 @@ class MmioExit:
     data: bytes
 
 
-@dataclass(frozen=True)
-class HltExit:
+class HltExit(_Marker):
     """HLT with no in-kernel irqchip (with one, KVM waits for the interrupt itself and this never happens)."""
 
 
-@dataclass(frozen=True)
-class ShutdownExit:
+class ShutdownExit(NamedTuple):
     """The guest triple-faulted (or a deliberate `reboot=t`). `report` names where."""
 
     report: str
 
 
-@dataclass(frozen=True)
-class SystemEventExit:
+class SystemEventExit(NamedTuple):
     """KVM_EXIT_SYSTEM_EVENT: `kind` is KVM_SYSTEM_EVENT_SHUTDOWN, _RESET or _CRASH."""
 
     kind: int
     data: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class InternalErrorExit:
+class InternalErrorExit(NamedTuple):
     """KVM could not go on (most often: its instruction emulator does not know the instruction)."""
 
     suberror: int
@@ -126,8 +134,7 @@ class InternalErrorExit:
     report: str
 
 
-@dataclass(frozen=True)
-class FailEntryExit:
+class FailEntryExit(NamedTuple):
     """The CPU refused to enter the guest: the register state is invalid."""
 
     reason: int
@@ -135,22 +142,19 @@ class FailEntryExit:
     report: str
 
 
-@dataclass(frozen=True)
-class Interrupted:
+class Interrupted(_Marker):
     """KVM_RUN returned without a guest exit to handle: `kick()` (EINTR, KVM_EXIT_INTR) or an AP leaving its
     wait-for-SIPI state (EAGAIN). The caller checks its own stop flag and runs again."""
 
 
-@dataclass(frozen=True)
-class HostMemoryExit:
+class HostMemoryExit(NamedTuple):
     """KVM_RUN failed with EFAULT: the host memory behind a slot could not be read, e.g. a file mapped under a
     slot was truncated under it. The guest is stopped at the access, which has not happened."""
 
     report: str
 
 
-@dataclass(frozen=True)
-class UnexpectedExit:
+class UnexpectedExit(NamedTuple):
     """An exit reason isola does not ask for (e.g. KVM_EXIT_DEBUG, KVM_EXIT_UNKNOWN)."""
 
     reason: int
@@ -265,7 +269,7 @@ class Vcpu:
         buf = structs.cpuid2_type(len(entries))()
         buf.nent = len(entries)
         for slot, e in zip(buf.entries, entries, strict=True):
-            slot.function, slot.index, slot.flags = e.function, e.index, e.flags
+            slot.function, slot.index, slot.flags = e.function, e.subleaf, e.flags
             slot.eax, slot.ebx, slot.ecx, slot.edx = e.eax, e.ebx, e.ecx, e.edx
         ioctls.call(self.fd, "KVM_SET_CPUID2", ioctls.KVM_SET_CPUID2, buf)
 

@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Self
 
 from isola.errors import EngineError, UnsupportedError
-from isola.vmm.kvm import ioctls, structs
-from isola.vmm.kvm.system import DEV_KVM
+from isola.vmm.kvm import DEV_KVM, ioctls, structs
 from isola.vmm.kvm.vcpu import CpuidEntry, Vcpu
 
 TSS_ADDRESS = 0xFFFB_D000

@@ -41,7 +41,6 @@ _IMPORTED_BEFORE_CHROOT = (
     "isola.linux.process",
     "isola.linux.signals",
     "isola.linux.timeident",
-    "isola.linux.strace",
     "encodings.idna",
 )
 
@@ -100,6 +99,8 @@ def _monitor(args: argparse.Namespace, root: Path, program: str) -> int:
 
     for module in _IMPORTED_BEFORE_CHROOT:  # after chroot the host's files, Python's own included, are gone
         importlib.import_module(module)
+    if args.strace:
+        importlib.import_module("isola.linux.strace")
 
     try:
         kvm = Kvm()

@@ -25,7 +25,6 @@ import os
 import signal
 import stat
 import struct
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from isola.host.mapping import FileMapping
@@ -50,13 +49,17 @@ _OPENS = frozenset({2, 85, 257, 437})  # open, creat, openat, openat2
 _FD_TABLE_CHANGES = _OPENS | frozenset({3, 22, 32, 33, 41, 43, 53, 72, 213, 284, 288, 290, 291, 292, 293, 319, 436})
 
 
-@dataclass
 class Window:
-    index: int
-    mapping: FileMapping  # the file size rounded up to a page
-    size: int  # the file size when it was opened
-    identity: tuple[int, int]  # st_dev, st_ino
-    offset: int  # the offset last agreed between the guest entry and the host fd
+    """One file mapped for in-guest reads."""
+
+    __slots__ = ("identity", "index", "mapping", "offset", "size")
+
+    def __init__(self, index: int, mapping: FileMapping, size: int, identity: tuple[int, int], offset: int) -> None:
+        self.index = index
+        self.mapping = mapping  # the file, its size rounded up to a page
+        self.size = size  # the file size when it was mapped
+        self.identity = identity  # st_dev, st_ino
+        self.offset = offset  # the offset last agreed between the guest entry and the host fd
 
 
 class FastPaths:

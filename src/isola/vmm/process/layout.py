@@ -20,8 +20,6 @@ The system area, page by page (`U` = user-accessible; everything else is supervi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from isola.errors import UsageError
 
 KIB = 1 << 10
@@ -59,15 +57,15 @@ MAX_WINDOW_SIZE = 1 * GIB
 MAX_RAM = 256 * GIB
 
 
-@dataclass(frozen=True)
 class Layout:
     """The addresses of one process VM with `ram` bytes of program memory."""
 
-    ram: int
+    __slots__ = ("ram",)
 
-    def __post_init__(self) -> None:
-        if self.ram % LARGE_PAGE or not 16 * MIB <= self.ram <= MAX_RAM:
+    def __init__(self, ram: int) -> None:
+        if ram % LARGE_PAGE or not 16 * MIB <= ram <= MAX_RAM:
             raise UsageError(f"process VM memory must be a multiple of 2 MiB between 16 MiB and {MAX_RAM // GIB} GiB")
+        self.ram = ram
 
     @property
     def sys(self) -> int:

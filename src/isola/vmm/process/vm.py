@@ -29,8 +29,7 @@ import os
 import signal
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 from isola.errors import EngineError, UnsupportedError
 from isola.host.mapping import Pin
@@ -97,11 +96,13 @@ _FRAME = struct.Struct("<QQQQQQ")  # error code (or the stub's 0), RIP, CS, RFLA
 DEFAULT_MAX_PROCESSES = 256
 
 
-@dataclass(frozen=True)
-class Options:
+class Options(NamedTuple):
     memory_mib: int = 1024
     fastpath: bool = True
     max_processes: int = DEFAULT_MAX_PROCESSES
+
+
+DEFAULT_OPTIONS = Options()
 
 
 class ProcessLimit:
@@ -135,7 +136,7 @@ class ProcessVm:
         path: str,
         argv: Sequence[str],
         envp: Sequence[str],
-        options: Options = Options(),
+        options: Options = DEFAULT_OPTIONS,
         strace: TextIO | None = None,
         proc_fd: int | None = None,
     ) -> None:
@@ -261,7 +262,7 @@ class ProcessVm:
 
     @property
     def _xcr0(self) -> int:
-        leaf = next((e for e in self.cpuid if e.function == 0xD and e.index == 0), None)
+        leaf = next((e for e in self.cpuid if e.function == 0xD and e.subleaf == 0), None)
         return (leaf.eax if leaf else 0b11) & XCR0_WANTED | 0b11
 
     def _lstar(self) -> int:

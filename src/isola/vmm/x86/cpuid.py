@@ -10,7 +10,6 @@ ids must also be made per-vCPU, or every CPU claims to be CPU 0.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
 from isola.vmm.kvm.vcpu import CpuidEntry
 
@@ -42,18 +41,18 @@ def guest_cpuid(
             edx = e.edx | HTT if vcpu_count > 1 else e.edx & ~HTT
             if hide_xsave:
                 ecx &= ~_LEAF1_ECX_XSAVE
-            e = replace(e, ebx=ebx, ecx=ecx, edx=edx)
+            e = e._replace(ebx=ebx, ecx=ecx, edx=edx)
         elif e.function in (0xB, 0x1F):
-            e = replace(e, edx=vcpu_index)  # x2APIC id, reported at every topology level
+            e = e._replace(edx=vcpu_index)  # x2APIC id, reported at every topology level
         elif e.function == 0x8000_001E:
-            e = replace(e, eax=vcpu_index)  # AMD extended APIC id
+            e = e._replace(eax=vcpu_index)  # AMD extended APIC id
         elif hide_xsave and e.function == XSAVE_LEAF:
             continue
-        elif hide_xsave and e.function == 0x7 and e.index == 0:
-            e = replace(e, ebx=e.ebx & ~_LEAF7_EBX_XSAVE, ecx=e.ecx & ~_LEAF7_ECX_XSAVE, edx=e.edx & ~_LEAF7_EDX_XSAVE)
-        elif hide_xsave and e.function == 0x7 and e.index == 1:
-            e = replace(e, eax=e.eax & ~_LEAF7_1_EAX_XSAVE)
+        elif hide_xsave and e.function == 0x7 and e.subleaf == 0:
+            e = e._replace(ebx=e.ebx & ~_LEAF7_EBX_XSAVE, ecx=e.ecx & ~_LEAF7_ECX_XSAVE, edx=e.edx & ~_LEAF7_EDX_XSAVE)
+        elif hide_xsave and e.function == 0x7 and e.subleaf == 1:
+            e = e._replace(eax=e.eax & ~_LEAF7_1_EAX_XSAVE)
         elif hide_xsave and e.function == 0x8000_0001:
-            e = replace(e, ecx=e.ecx & ~_EXT1_ECX_XSAVE)
+            e = e._replace(ecx=e.ecx & ~_EXT1_ECX_XSAVE)
         out.append(e)
     return out
