@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 # those without installing them.
 APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
 	cpio iproute2 libseccomp2 util-linux \
-	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user qemu-system-x86 acpica-tools
+	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user qemu-system-x86 acpica-tools \
+	golang-github-opencontainers-specs-dev runc python3-jsonschema
 
 .PHONY: all setup apt venv assets demo test test-nested bench-vmm lint clean
 
