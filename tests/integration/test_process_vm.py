@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -373,3 +374,28 @@ def test_strace_and_stats_leave_stdout_alone(tmp_path: Path, big_file: Path) -> 
         assert result.stdout == plain.stdout and result.returncode == 0, result.stderr[-2000:]
         assert result.stderr, "nothing was printed to stderr"
     assert b"open" in traced.stderr and b"exit_group" in traced.stderr
+
+
+def test_a_terminal_sees_output_before_a_long_computation() -> None:
+    """Writes to a pipe may wait in the batch until the next exit; a terminal's never do: a line printed
+    before a CPU-bound loop (no system calls, so no exit) must reach the terminal while the loop runs."""
+    bb = busybox()
+    controller, terminal = os.openpty()
+    proc = subprocess.Popen(
+        vm_command(bb, ["sh", "-c", "echo ready; while :; do :; done"]),
+        stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True,
+    )  # fmt: skip
+    os.close(terminal)
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"ready" not in seen and time.monotonic() < deadline and proc.poll() is None:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if ready:
+                seen += os.read(controller, 4096)
+        assert b"ready" in seen, seen
+        assert proc.poll() is None, "the loop ended: the line proves nothing"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        os.close(controller)

@@ -8,10 +8,12 @@ that reads a file 4 KiB at a time would spend more time leaving the VM than hash
   runs; at every exit it is pushed to the host fd before the personality serves a call (which may read, seek,
   dup or pass the fd on) and pulled back after. A fork drops every window (parent and child would share one
   offset through the host's open file description), as does execve.
-- **Write batching.** Writes of up to 4 KiB to stdout/stderr, when they are pipes or character devices (a
-  terminal, /dev/null), are appended to the batch by the stub and written out at the next exit of any kind,
-  in order. The cost: a write's error (EPIPE) is seen one exit late, and output waits for the program's next
-  system call, fault or exit. Regular files are never batched: another process may read them at any time.
+- **Write batching.** Writes of up to 4 KiB to stdout/stderr, when they are pipes or character devices other
+  than a terminal (/dev/null), are appended to the batch by the stub and written out at the next exit of any
+  kind, in order. The cost: a write's error (EPIPE) is seen one exit late, and output waits for the program's
+  next system call, fault or exit — which a person at a terminal would notice (a line printed before a long
+  computation), so terminals are never batched. Regular files are never batched either: another process may
+  read them at any time.
 
 What the VMM reads back from guest memory (offsets, batch records) is the program's to corrupt; it is clamped
 and checked so that a corrupted table can only give the program wrong bytes of its own files and memory.
@@ -193,7 +195,7 @@ class FastPaths:
                     mode = os.fstat(fd).st_mode
                 except OSError:
                     continue
-                if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+                if stat.S_ISFIFO(mode) or (stat.S_ISCHR(mode) and not os.isatty(fd)):
                     self.batched_fds.add(fd)
         for fd in before ^ self.batched_fds:
             self._write_entry(fd)
