@@ -100,3 +100,7 @@ def test_tour_runs_the_rungs_that_exist_and_is_honest_about_the_rest():
         pytest.skip("riscv64 assets not cached")
     assert emulated["tour"] == "ran"
     assert emulated["output"] == "riscv64: 10 9 8"
+    process_vm = next(r for r in rows if (r["kind"], r["mode"]) == ("vm", "process"))
+    if process_vm["host"] == "usable" and not process_vm["tour"].startswith("needs assets"):
+        assert process_vm["tour"] == "ran", process_vm
+        assert process_vm["output"] == "x86_64 at CPL 3, PID 1: 10 9 8"

@@ -47,11 +47,18 @@ def _vm_kernel() -> list[str]:
     return [sys.executable, "-m", "isola.cli", "vm", "run", "--timeout", "300"]
 
 
+def _vm_process() -> list[str]:
+    busybox = manifest.load(paths.assets_dir()).artifact(paths.assets_dir(), "amd64", "busybox")
+    script = "echo $(uname -m) at CPL 3, PID $$: $(seq 1 10 | sort -rn | head -n 3)"
+    return [sys.executable, "-m", "isola.vmm.command", "run", "--process", "--", str(busybox), "sh", "-c", script]
+
+
 # (kind, mode) -> (the engine's command, a function giving the workload's argv, the marker of the output line
 # to show). A rung appears here when its engine lands.
 WORKLOADS: dict[tuple[str, str | None], tuple[str, Callable[[], list[str]], str]] = {
     ("emulated", None): ("isola-emu", _emulated, "riscv64:"),
     ("vm", "kernel"): ("isola-vmm", _vm_kernel, "hello from a VM"),
+    ("vm", "process"): ("isola-vmm run --process", _vm_process, "at CPL 3"),
 }
 
 
