@@ -399,3 +399,22 @@ def test_a_terminal_sees_output_before_a_long_computation() -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         os.close(controller)
+
+
+def test_a_pipe_sees_batched_output_while_the_program_computes() -> None:
+    """Small writes to a pipe are batched in the guest, and a CPU-bound loop makes no exit: the flusher
+    writes the batch out meanwhile, so the reader sees the line long before the program ends."""
+    proc = subprocess.Popen(
+        vm_command(busybox(), ["sh", "-c", "echo ready; while :; do :; done"], options=["--stats"]),
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, "nothing reached the pipe within 30 s"
+        assert proc.stdout.read1(4096) == b"ready\n"
+        assert proc.poll() is None, "the loop ended: the line proves nothing"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()

@@ -141,10 +141,11 @@ class AddressSpace(Protocol):
 
 class ForkObserver(Protocol):
     """An engine's part in a guest fork: `before_fork` in the parent just before `os.fork()`, `in_child` first
-    thing in the child."""
+    thing in the child, `in_parent` in the parent once the fork is done (or failed)."""
 
     def before_fork(self) -> None: ...
     def in_child(self) -> None: ...
+    def in_parent(self) -> None: ...
 
 
 def _arguments(method: Callable[..., int]) -> int:
@@ -445,6 +446,8 @@ class Kernel(Generic[CpuT]):
 
     def after_fork_in_parent(self) -> None:
         """In the parent of a guest fork, or when the fork failed."""
+        if self.fork_observer is not None:
+            self.fork_observer.in_parent()
         self.signals.after_fork_in_parent()
 
     def after_fork(self) -> None:

@@ -10,10 +10,10 @@ that reads a file 4 KiB at a time would spend more time leaving the VM than hash
   offset through the host's open file description), as does execve.
 - **Write batching.** Writes of up to 4 KiB to stdout/stderr, when they are pipes or character devices other
   than a terminal (/dev/null), are appended to the batch by the stub and written out at the next exit of any
-  kind, in order. The cost: a write's error (EPIPE) is seen one exit late, and output waits for the program's
-  next system call, fault or exit — which a person at a terminal would notice (a line printed before a long
-  computation), so terminals are never batched. Regular files are never batched either: another process may
-  read them at any time.
+  kind, in order, and by a flusher thread every 50 ms while the program runs without exits (a program that
+  computes after printing). The cost: a write's error (EPIPE) is seen at the next exit, and output may come up
+  to 50 ms late — which a person at a terminal would notice, so terminals are never batched. Regular files
+  are never batched either: another process may read them at any time.
 
 What the VMM reads back from guest memory (offsets, batch records) is the program's to corrupt; it is clamped
 and checked so that a corrupted table can only give the program wrong bytes of its own files and memory.
@@ -27,6 +27,7 @@ import os
 import signal
 import stat
 import struct
+import threading
 from typing import TYPE_CHECKING
 
 from isola.host.mapping import FileMapping
@@ -39,6 +40,7 @@ from isola.vmm.process.layout import PAGE
 if TYPE_CHECKING:
     from isola.vmm.process.vm import ProcessVm
 
+FLUSH_INTERVAL_S = 0.05  # how long batched output may wait while the program runs without an exit
 MIN_WINDOW_FILE = 64 * 1024  # smaller files are read in a few calls; a memory slot is not worth it
 WINDOW_SLOT_BASE = 2  # KVM slots 0 and 1 are RAM and the system area
 MASK64 = (1 << 64) - 1
@@ -73,6 +75,9 @@ class FastPaths:
         self._data = memoryview(vm.system)[layout.USER_DATA : layout.USER_DATA + PAGE]
         self._batch = memoryview(vm.system)[layout.BATCH : layout.BATCH + layout.BATCH_SIZE]
         self._capacity = layout.BATCH_SIZE - system.BATCH_HEADER.size
+        self._lock = threading.Lock()  # the flusher thread's and the exits' writes of the batch
+        self._flushed = 0  # bytes of records the flusher thread wrote out already
+        self._flusher: tuple[threading.Thread, threading.Event] | None = None
         self.batched_fds: set[int] = set()
         self._update_batching()
 
@@ -201,20 +206,74 @@ class FastPaths:
             self._write_entry(fd)
 
     def flush(self) -> None:
-        """Write out every batched record, in order."""
+        """Write out every batched record, in order, and empty the batch (the program is stopped)."""
+        with self._lock:
+            self._drain(final=True)
+
+    def _drain(self, *, final: bool) -> None:
+        """Write out the records after those already written. While the program runs (not `final`) it may be
+        appending, but a record counts only once `used` covers it, which the stub raises last; a record that
+        cannot be written at once is left for the next exit, which also handles errors (SIGPIPE)."""
         used, _ = system.BATCH_HEADER.unpack_from(self._batch, 0)
-        if not used:
-            return
-        system.BATCH_HEADER.pack_into(self._batch, 0, 0, self._capacity)
         end = min(int(used), self._capacity) + system.BATCH_HEADER.size
-        at = system.BATCH_HEADER.size
+        at = system.BATCH_HEADER.size + self._flushed
         while at + system.BATCH_RECORD.size <= end:
             fd, length = system.BATCH_RECORD.unpack_from(self._batch, at)
             data_at = at + system.BATCH_RECORD.size
             if length > system.BATCH_MAX_WRITE or data_at + length > end:
                 break  # a record the program forged or broke: the rest is not trustworthy either
-            self._write_out(fd, self._batch[data_at : data_at + length])
+            data = self._batch[data_at : data_at + length]
+            if final:
+                self._write_out(fd, data)
+            elif not self._write_now(fd, data):
+                break
             at = data_at + (length + 7) // 8 * 8
+            self._flushed = at - system.BATCH_HEADER.size
+        if final:
+            self._flushed = 0
+            if used:
+                system.BATCH_HEADER.pack_into(self._batch, 0, 0, self._capacity)
+
+    def _write_now(self, fd: int, data: memoryview) -> bool:
+        """One record from the flusher thread, if it can go out whole without blocking on an fd the program
+        made non-blocking; anything unusual waits for the next exit."""
+        try:
+            host_fd = self.vm.kernel.fd(fd)
+            if not os.get_blocking(host_fd):
+                return False
+            return os.write(host_fd, data) == len(data)  # ≤ PIPE_BUF to a pipe: all or nothing
+        except (SyscallError, OSError):
+            return False
+
+    # -- the flusher thread
+
+    def start_flusher(self) -> None:
+        """Write batched output out every FLUSH_INTERVAL_S while the program runs: a program that computes
+        after printing makes no exit, and its output must not wait for the next one. The thread starts with
+        every signal blocked, so that host signals keep interrupting KVM_RUN in the vCPU's thread."""
+        if not self.enabled or self._flusher is not None:
+            return
+        stop = threading.Event()
+        thread = threading.Thread(target=self._flush_while_running, args=(stop,), name="batch-flusher", daemon=True)
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            thread.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self._flusher = (thread, stop)
+
+    def stop_flusher(self) -> None:
+        """Before a fork (a thread does not survive it) and at the end."""
+        if self._flusher is not None:
+            thread, stop = self._flusher
+            stop.set()
+            thread.join()
+            self._flusher = None
+
+    def _flush_while_running(self, stop: threading.Event) -> None:
+        while not stop.wait(FLUSH_INTERVAL_S):
+            with self._lock:
+                self._drain(final=False)
 
     def _write_out(self, fd: int, data: memoryview) -> None:
         try:

@@ -289,6 +289,7 @@ class ProcessVm:
         """Run the program to its end; its exit status. GuestKilled if a signal ended it."""
         st = self.state
         self._resume()
+        self.fast.start_flusher()
         try:
             while True:
                 ex = self.vcpu.run()
@@ -320,6 +321,7 @@ class ProcessVm:
             self.fast.flush()
             raise
         finally:
+            self.fast.stop_flusher()
             self.limit.give_back()
 
     def _count(self, ex: VcpuExit) -> None:
@@ -426,6 +428,7 @@ class ProcessVm:
 
     def before_fork(self) -> None:
         self.limit.take()
+        self.fast.stop_flusher()
         self.fast.reset()
         self.state.xsave()  # fetched now: the child's new vCPU starts from it
 
@@ -442,6 +445,10 @@ class ProcessVm:
             # Standard KVM reports an OUT exit with RIP at the `out` and steps over it when the vCPU that
             # exited runs again; this new vCPU never exited, so it would run the `out` (a second system call).
             self._exit_rip += system.SLOW_OUT_LENGTH
+        self.fast.start_flusher()
+
+    def in_parent(self) -> None:
+        self.fast.start_flusher()
 
     def close(self) -> None:
         self.fast.reset()
