@@ -12,6 +12,7 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from isola.errors import InvalidSpecError, UnsupportedError
@@ -167,6 +168,14 @@ class Engine(Protocol):
     def resize(self, instance_id: str, resources: Resources) -> Resources:
         """Apply what can be applied live; return the resources now in force."""
         ...
+
+
+@runtime_checkable
+class KeepsLog(Protocol):
+    """An engine that keeps what each guest wrote to its console, readable after the guest ended (what
+    `isola instance logs` shows). Optional: an engine without it answers logs with UnsupportedError."""
+
+    def log(self, instance_id: str) -> Path: ...
 
 
 # Where each rung's engine lives, as "module:attribute"; an engine issue adds its line when it lands.

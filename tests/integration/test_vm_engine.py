@@ -351,3 +351,32 @@ def test_kernel_mode_is_refused_at_start_on_a_kvm_pvm_host(engine: VmEngine, tmp
     assert engine.state("k").state is State.CREATED
     with pytest.raises(UnsupportedError, match="exec agent"):
         engine.exec("k", ["/bin/sh"])
+
+
+def test_an_ended_guest_can_be_deleted_at_once(engine: VmEngine, busybox: Path) -> None:
+    """As soon as `state` says STOPPED, `delete` without force succeeds, even while the monitor is still
+    closing down (it waits for it instead of calling the guest running)."""
+    for n in range(4):
+        name = f"brief{n}"
+        engine.create(name, spec(busybox, "sleep", "600"))
+        engine.start(name)
+        engine.kill(name, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while engine.state(name).state is not State.STOPPED:
+            assert time.monotonic() < deadline, engine.state(name)
+            time.sleep(0.01)
+        engine.delete(name)
+        assert not (engine.state_root / name).exists()
+
+
+def test_a_create_killed_half_way_leaves_nothing_for_long(engine: VmEngine, busybox: Path) -> None:
+    abandoned = engine.state_root / ".ghost.k1b2c3"
+    abandoned.mkdir(parents=True)
+    (abandoned / "instance.json").write_text("{}")
+    recent = engine.state_root / ".other.x9y8z7"
+    recent.mkdir()
+    old = time.time() - 3600
+    os.utime(abandoned, (old, old))
+    engine.create("next", spec(busybox, "true"))
+    assert not abandoned.exists(), "an abandoned half-made directory survived the next create"
+    assert recent.exists(), "a create in progress elsewhere lost its directory"

@@ -53,12 +53,17 @@ def main() -> None:
 def _register() -> None:
     # Imported here, after `cli` exists, so each noun's module stays independent of this one.
     from isola.cli.assets import assets
+    from isola.cli.daemon import daemon
     from isola.cli.doctor import doctor
     from isola.cli.initramfs import initramfs
+    from isola.cli.instance import instance
+    from isola.cli.metal import metal
+    from isola.cli.schedule import host, schedule
+    from isola.cli.tenant import tenant
     from isola.cli.tour import tour
     from isola.cli.vm import vm
 
-    for command in (doctor, tour, assets, initramfs, vm):
+    for command in (doctor, tour, assets, initramfs, vm, daemon, tenant, instance, schedule, host, metal):
         cli.add_command(command)
 
 

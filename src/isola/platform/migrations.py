@@ -139,7 +139,17 @@ CREATE UNIQUE INDEX leases_one_live_per_host ON leases(host_id) WHERE state IN (
 CREATE INDEX leases_tenant ON leases(tenant_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1,)
+# The platform's own bookkeeping of an instance: the id its engine knows it by (set once the engine has
+# created it, so reconcile can tell a create that never reached the engine from one that did), and the
+# labels the scheduler's affinity rules match.
+V2 = """
+ALTER TABLE instances ADD COLUMN engine_id TEXT;
+ALTER TABLE instances ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'
+    CHECK (json_valid(labels) AND json_type(labels) = 'object');
+CREATE INDEX instances_tenant ON instances(tenant_id);
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2)
 
 
 def user_version(conn: sqlite3.Connection) -> int:

@@ -70,7 +70,8 @@ class Tenant(Record):
 @dataclass(frozen=True, kw_only=True)
 class Instance(Record):
     """`monitor_start` is the monitor's start time in clock ticks since boot (/proc/PID/stat field 22), so
-    reconcile can tell our monitor from an unrelated process that reused its pid."""
+    reconcile can tell our monitor from an unrelated process that reused its pid. `engine_id` is None until the
+    engine has created the guest; `labels` are what the scheduler's affinity rules match."""
 
     name: str
     tenant_id: str
@@ -86,6 +87,8 @@ class Instance(Record):
     monitor_pid: int | None = None
     monitor_start: int | None = None
     updated_at: datetime = field(default_factory=utcnow)
+    engine_id: str | None = None
+    labels: Json = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -56,6 +56,8 @@ START_SECONDS = 30.0
 """How long `start` waits for the monitor to report that the VM runs."""
 END_SECONDS = 10.0
 """How long a SIGKILLed VM may take to be recorded as ended."""
+ABANDONED_SECONDS = 60.0
+"""A half-made state directory this old belongs to a create that was killed; the next create removes it."""
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SPEC_FIELDS = {
@@ -101,6 +103,7 @@ class VmEngine:
             raise ConflictError(f"instance {instance_id} exists already")
         try:
             self.state_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._sweep_abandoned()
             building = Path(tempfile.mkdtemp(prefix=f".{instance_id}.", dir=self.state_root))
         except OSError as exc:
             raise EngineError(f"cannot make a state directory in {self.state_root}: {exc.strerror}") from None
@@ -122,10 +125,21 @@ class VmEngine:
             raise
         return Status(instance_id, State.CREATED)
 
+    def _sweep_abandoned(self) -> None:
+        """Remove the half-made state directories of creates that were killed before they finished (a create
+        takes milliseconds: one older than ABANDONED_SECONDS has no creator left)."""
+        now = time.time()
+        for entry in self.state_root.glob(".*"):
+            with contextlib.suppress(OSError):
+                if entry.is_dir() and now - entry.stat().st_mtime > ABANDONED_SECONDS:
+                    shutil.rmtree(entry)
+
     def delete(self, instance_id: str, force: bool = False) -> None:
         """Remove the instance; a running one only with `force`, which kills it first."""
         directory = self._dir(instance_id)
         with directory.locked():
+            if self._alive(directory) and directory.read(EXIT) is not None:
+                self._wait_ended(directory, END_SECONDS)  # the guest has ended; its monitor is closing down
             if self._alive(directory):
                 if not force:
                     raise ConflictError(f"instance {instance_id} is running: stop it first, or delete with force")

@@ -1,0 +1,1 @@
+"""One router per resource: system, tenants, instances (with the console), hosts (with the scheduler)."""

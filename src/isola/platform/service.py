@@ -1,0 +1,49 @@
+"""The platform as one object: the store, the tenants, the instances, the leases, and this host — what isolad serves.
+
+Opening it registers this host (capacity and offers from `isola doctor`'s checks) and reconciles the store
+with what the engines run, so by the time the daemon accepts a request its records are true.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from isola.platform.hosts import register_self
+from isola.platform.instances import Engines, Instances
+from isola.platform.leases import Leases
+from isola.platform.reconcile import Report, reconcile
+from isola.platform.records import Host
+from isola.platform.repos import Repos
+from isola.platform.scheduler.model import Policy
+from isola.platform.store import Store
+from isola.platform.tenants import Tenants
+
+
+@dataclass
+class Platform:
+    store: Store
+    repos: Repos
+    tenants: Tenants
+    instances: Instances
+    leases: Leases
+    host: Host
+    reconciled: Report
+    socket: str
+    """The unix socket the daemon serves on (for `GET /v1/system`)."""
+
+    @classmethod
+    def open(cls, store_path: Path, *, socket: Path, policy: Policy | None = None) -> Platform:
+        store = Store.open(store_path)
+        try:
+            repos = Repos(store)
+            host = register_self(repos, f"unix:{socket}")
+            instances = Instances(repos, Engines(), policy or Policy())
+            report = reconcile(instances)
+        except BaseException:
+            store.close()
+            raise
+        return cls(store, repos, Tenants(repos), instances, Leases(repos, instances), host, report, str(socket))
+
+    def close(self) -> None:
+        self.store.close()
