@@ -63,3 +63,14 @@ def listen(path: Path, what: str, *, backlog: int = 16) -> socket.socket:
             raise ConflictError(f"{path} is in use: another process is already serving there") from None
         raise EngineError(f"cannot create {what} {path}: {exc.strerror}") from None
     return listener
+
+
+def remove_if_ours(path: Path, identity: os.stat_result) -> None:
+    """Remove the socket at `path` when the server is done, if it is still the one `identity` (its stat right
+    after `listen`) describes: another process may have taken the path over since."""
+    try:
+        now = os.stat(path)
+        if (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino):
+            path.unlink()
+    except OSError:
+        pass  # already gone, or someone else's now: not ours to remove

@@ -99,7 +99,7 @@ def serve(sock_path: Path, store_path: Path, tcp: str | None = None, policy: Pol
         try:
             asyncio.run(_run(servers))
         finally:
-            _remove_if_ours(sock_path, identity)
+            unix_socket.remove_if_ours(sock_path, identity)
     finally:
         for listener, _ in listeners:
             listener.close()
@@ -116,15 +116,6 @@ async def _run(servers: list[tuple[_Server, socket.socket]]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
     await asyncio.gather(*(server.serve(sockets=[listener]) for server, listener in servers))
-
-
-def _remove_if_ours(path: Path, identity: os.stat_result) -> None:
-    try:
-        now = os.stat(path)
-        if (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino):
-            path.unlink()
-    except OSError:
-        pass  # already gone, or replaced by another daemon's: not ours to remove
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -77,7 +77,7 @@ def serve(
         reason = f"isola-vmm got {signal.Signals(received[0]).name}" if received else "isola-vmm stopped"
         status = controller.shutdown(reason)
         sock.close()
-        _remove_if_ours(path, identity)
+        unix_socket.remove_if_ours(path, identity)
         _restore(previous)
     return status
 
@@ -87,10 +87,3 @@ def _restore(handlers: Mapping[signal.Signals, Any]) -> None:
         signal.signal(signum, handler)
 
 
-def _remove_if_ours(path: Path, identity: os.stat_result) -> None:
-    try:
-        now = os.stat(path)
-        if (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino):
-            path.unlink()
-    except OSError:
-        pass  # already gone, or replaced by someone else's: not ours to remove
