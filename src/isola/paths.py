@@ -30,3 +30,12 @@ def apt_dir() -> Path:
 def store_path() -> Path:
     """The SQLite state store."""
     return home() / "isola.db"
+
+
+DEFAULT_ISOLAD_SOCKET = Path("/run/isola/isolad.sock")
+ISOLAD_SOCKET_VARIABLE = "ISOLA_SOCKET"
+
+
+def isolad_socket() -> Path:
+    """The daemon's unix socket: `$ISOLA_SOCKET`, else /run/isola/isolad.sock."""
+    return Path(os.environ.get(ISOLAD_SOCKET_VARIABLE) or DEFAULT_ISOLAD_SOCKET)

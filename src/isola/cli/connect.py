@@ -13,12 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from isola import paths
 from isola.errors import UnsupportedError
 from isola.host import unix_socket
-from isola.platform.client import Client
-from isola.platform.daemon.server import socket_path
+
+if TYPE_CHECKING:
+    from isola.platform.client import Client
 
 TOKEN_VARIABLE = "ISOLA_TOKEN"
 START_SECONDS = 20.0
@@ -52,7 +54,9 @@ def start_daemon(sock: Path) -> int:
 
 def client(*, start: bool = True) -> Client:
     """A client of the running isolad, started first when `start` and nothing serves on the socket."""
-    sock = socket_path()
+    from isola.platform.client import Client  # httpx: only for the commands that talk to isolad
+
+    sock = paths.isolad_socket()
     if start and not unix_socket.serving(sock):
         start_daemon(sock)
     return Client(sock, os.environ.get(TOKEN_VARIABLE) or None)

@@ -8,11 +8,11 @@ import time
 
 import click
 
+from isola import paths
 from isola.cli import connect
 from isola.cli.output import emit, json_option, stdout, table
 from isola.errors import EngineError
 from isola.host import unix_socket
-from isola.platform.daemon.server import socket_path
 
 STOP_SECONDS = 15.0
 
@@ -25,7 +25,7 @@ def daemon() -> None:
 @daemon.command("start")
 def start_cmd() -> None:
     """Start isolad detached on $ISOLA_SOCKET (default /run/isola/isolad.sock), unless it already runs."""
-    sock = socket_path()
+    sock = paths.isolad_socket()
     if unix_socket.serving(sock):
         click.echo(f"isolad already serves on {sock}")
         return
@@ -36,7 +36,7 @@ def start_cmd() -> None:
 @daemon.command("stop")
 def stop_cmd() -> None:
     """Stop isolad (SIGTERM). Guests keep running; the next isolad finds them."""
-    sock = socket_path()
+    sock = paths.isolad_socket()
     if not unix_socket.serving(sock):
         click.echo(f"isolad is not running on {sock}")
         return
@@ -55,7 +55,7 @@ def stop_cmd() -> None:
 @json_option
 def status_cmd(as_json: bool) -> None:
     """Whether isolad runs, and which: pid, host, socket, store, engines. Exit status 3 when it does not."""
-    sock = socket_path()
+    sock = paths.isolad_socket()
     if not unix_socket.serving(sock):
         emit({"running": False, "socket": str(sock)}, lambda d: click.echo(f"isolad is not running on {sock}"), as_json)
         raise click.exceptions.Exit(3)

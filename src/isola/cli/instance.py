@@ -13,7 +13,6 @@ from typing import Any
 import click
 
 from isola.cli import connect
-from isola.cli.attach import attach
 from isola.cli.output import emit, json_option, stderr, stdout, table
 
 
@@ -200,6 +199,8 @@ def exec_cmd(ref: str, env: tuple[str, ...], argv: tuple[str, ...]) -> None:
 @click.argument("ref")
 def console_cmd(ref: str) -> None:
     """Attach to REF's console (Ctrl-] detaches); from a pipe, send stdin, then show output until quiet."""
+    from isola.cli.attach import attach  # websockets: only for the console
+
     with connect.client() as c, c.console(ref) as ws:
         why = attach(ws)
     if sys.stdin.isatty():

@@ -32,14 +32,6 @@ from isola.platform.daemon.auth import Transport
 from isola.platform.scheduler.model import Policy, Strategy
 from isola.platform.service import Platform
 
-DEFAULT_SOCKET = Path("/run/isola/isolad.sock")
-SOCKET_VARIABLE = "ISOLA_SOCKET"
-
-
-def socket_path() -> Path:
-    """The daemon's unix socket: `$ISOLA_SOCKET`, else /run/isola/isolad.sock."""
-    return Path(os.environ.get(SOCKET_VARIABLE) or DEFAULT_SOCKET)
-
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: `serve` stops every listener on one signal."""
@@ -120,7 +112,8 @@ async def _run(servers: list[tuple[_Server, socket.socket]]) -> None:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--socket", "sock", type=click.Path(path_type=Path), default=None,
-              help=f"Unix socket to serve on [${SOCKET_VARIABLE}, else {DEFAULT_SOCKET}]")  # fmt: skip
+              help=f"Unix socket to serve on [${paths.ISOLAD_SOCKET_VARIABLE}, else "
+                   f"{paths.DEFAULT_ISOLAD_SOCKET}]")  # fmt: skip
 @click.option("--store", type=click.Path(path_type=Path), default=None,
               help="The state store [$ISOLA_HOME/isola.db]")  # fmt: skip
 @click.option("--tcp", metavar="HOST:PORT", default=None, help="Also serve on TCP; tenants' tokens required there.")
@@ -142,7 +135,7 @@ def main(
     try:
         policy = Policy(cpu_ratio=cpu_ratio, memory_ratio=memory_ratio, disk_ratio=disk_ratio, strategy=strategy)
         policy.validate()
-        serve(sock or socket_path(), store or paths.store_path(), tcp, policy)
+        serve(sock or paths.isolad_socket(), store or paths.store_path(), tcp, policy)
     except errors.IsolaError as err:
         click.echo(f"isolad: error: {err.message}" + (f" (hint: {err.hint})" if err.hint else ""), err=True)
         sys.exit(errors.exit_code(err))
