@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 APT_PACKAGES := python3 python3-venv python3-dev ca-certificates apt dpkg xz-utils zstd \
 	cpio iproute2 libseccomp2 util-linux \
 	binutils-riscv64-linux-gnu gcc libc6-dev gcc-riscv64-linux-gnu qemu-user qemu-system-x86 acpica-tools \
-	golang-github-opencontainers-specs-dev runc python3-jsonschema
+	golang-github-opencontainers-specs-dev runc python3-jsonschema podman crun
 
 .PHONY: all setup apt venv assets demo test test-nested bench-vmm lint clean
 

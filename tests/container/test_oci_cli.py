@@ -215,6 +215,30 @@ def test_errors_go_to_the_json_log(oci: Oci, tmp_path: Path) -> None:
     assert record["level"] == "error" and "does not exist" in record["msg"]
 
 
+def test_command_line_forms_and_usage_errors(oci: Oci, tmp_path: Path) -> None:
+    """The hand-written parser: `--name=value` (conmon's --log-format=json), options after the id, `--help`,
+    and one clear line with exit status 64 for every malformed command line."""
+    log = tmp_path / "log.json"
+    oci(f"--log={log}", "--log-format=json", "state", "nope", check=False)
+    assert json.loads(log.read_text().splitlines()[-1])["level"] == "error"
+    assert oci("list", "--format=json").stdout.strip() == "[]"
+    assert "--console-socket" in oci("create", "--help").stdout
+    for argv, message in (
+        (["bogus"], "unknown command 'bogus'"),
+        (["kill"], "kill: missing the ID argument"),
+        (["delete", "--nope", "x"], "delete: unknown option --nope"),
+        (["--log-format", "xml", "list"], "--log-format: 'xml' is not one of text, json"),
+        (["update", "--memory", "lots", "x"], "update: --memory: not an integer: 'lots'"),
+        (["state", "a", "b"], "state: unexpected argument 'b'"),
+        (["--root"], "--root needs a value"),
+        ([], "no command given"),
+    ):
+        result = oci(*argv, check=False)
+        assert result.returncode == os.EX_USAGE, argv
+        assert result.stderr.startswith(f"isola-oci: {message}"), result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_features_json(oci: Oci) -> None:
     features = json.loads(oci("features").stdout)
     assert "startContainer" in features["hooks"]

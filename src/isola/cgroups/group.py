@@ -11,12 +11,15 @@ find the cgroup again later.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from isola.cgroups.hierarchies import Hierarchies
 from isola.cgroups.v1 import V1
 from isola.cgroups.v2 import V2
 from isola.errors import InvalidSpecError, UnsupportedError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, which costs ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def own_paths() -> dict[str, str]:

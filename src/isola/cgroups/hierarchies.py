@@ -10,16 +10,27 @@ from __future__ import annotations
 
 import json
 import os
-from typing import NamedTuple
 
 
-class Hierarchies(NamedTuple):
+class Hierarchies:
     """What `layout.Layout` says, in plain values: mode is "v1", "v2", "hybrid" or "none"."""
 
-    mode: str
-    v1: dict[str, str]  # controller -> mountpoint
-    v2_mount: str | None
-    v2_controllers: tuple[str, ...]
+    __slots__ = ("mode", "v1", "v2_controllers", "v2_mount")
+
+    def __init__(self, mode: str, v1: dict[str, str], v2_mount: str | None, v2_controllers: tuple[str, ...]) -> None:
+        self.mode = mode
+        self.v1 = v1  # controller -> mountpoint
+        self.v2_mount = v2_mount
+        self.v2_controllers = v2_controllers
+
+    def _fields(self) -> tuple[object, ...]:
+        return self.mode, self.v1, self.v2_mount, self.v2_controllers
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hierarchies) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return "Hierarchies(mode={!r}, v1={!r}, v2_mount={!r}, v2_controllers={!r})".format(*self._fields())
 
     def where(self, controller: str) -> str | None:
         """'v1' or 'v2' for the hierarchy that holds `controller`, None if the host lacks it."""
@@ -67,7 +78,16 @@ def cached(path: str) -> Hierarchies:
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w") as f:
-            json.dump({"key": key, **found._asdict()}, f)
+            json.dump(
+                {
+                    "key": key,
+                    "mode": found.mode,
+                    "v1": found.v1,
+                    "v2_mount": found.v2_mount,
+                    "v2_controllers": found.v2_controllers,
+                },
+                f,
+            )
         os.rename(tmp, path)
     except OSError:
         pass  # a read-only --root: probe every time

@@ -53,8 +53,10 @@ def main() -> None:
 def _register() -> None:
     # Imported here, after `cli` exists, so each noun's module stays independent of this one.
     from isola.cli.assets import assets
+    from isola.cli.container import container
     from isola.cli.daemon import daemon
     from isola.cli.doctor import doctor
+    from isola.cli.image import image
     from isola.cli.initramfs import initramfs
     from isola.cli.instance import instance
     from isola.cli.metal import metal
@@ -65,6 +67,8 @@ def _register() -> None:
 
     for command in (doctor, tour, assets, initramfs, vm, daemon, tenant, instance, schedule, host, metal):
         cli.add_command(command)
+    cli.add_command(container)
+    cli.add_command(image)
 
 
 _register()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, which costs ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 # <linux/sched.h>
 CLONE_NEWNS = 0x00020000

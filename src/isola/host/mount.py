@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from typing import NamedTuple
 
 from isola.host import libc
 
@@ -82,12 +81,16 @@ PROPAGATION: dict[str, int] = {
 _LOCKABLE = ((os.ST_RDONLY, MS_RDONLY), (os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC))
 
 
-class Options(NamedTuple):
-    """A mount's option words, sorted into what mount(2) takes."""
+class Options:
+    """A mount's option words, sorted into what mount(2) takes. (A plain class: typing.NamedTuple would import
+    typing on the path of every container start.)"""
 
-    flags: int
-    propagation: tuple[int, ...]
-    data: str
+    __slots__ = ("data", "flags", "propagation")
+
+    def __init__(self, flags: int, propagation: tuple[int, ...], data: str) -> None:
+        self.flags = flags
+        self.propagation = propagation
+        self.data = data
 
     @property
     def is_bind(self) -> bool:

@@ -11,11 +11,11 @@ taken from the container's own config.json and changed by --env, --cwd, --user, 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import socket
+from types import SimpleNamespace
 from typing import Any, NoReturn
 
 from isola.cgroups.group import Group
@@ -25,7 +25,7 @@ from isola.errors import ConflictError, InvalidSpecError, UsageError
 from isola.host import libc, namespaces
 
 
-def _process(args: argparse.Namespace, config: dict[str, Any]) -> spec.Process:
+def _process(args: SimpleNamespace, config: dict[str, Any]) -> spec.Process:
     if args.process:
         try:
             with open(args.process) as f:
@@ -63,7 +63,7 @@ def _process(args: argparse.Namespace, config: dict[str, Any]) -> spec.Process:
     return spec.parse_process(raw)
 
 
-def main(runtime: rt.Runtime, args: argparse.Namespace) -> int:
+def main(runtime: rt.Runtime, args: SimpleNamespace) -> int:
     record = runtime.store.read(args.id)
     status = runtime.status(record)
     if status not in ("created", "running"):
@@ -130,7 +130,7 @@ def _join(
     init_pid: int,
     kinds: list[str],
     group: Group,
-    channel: socket.socket,
+    channel: sync.Channel,
     console_end: socket.socket | None,
     process: spec.Process,
     seccomp_filter: Any,
@@ -156,7 +156,7 @@ def _join(
 
 
 def _process_main(
-    channel: socket.socket,
+    channel: sync.Channel,
     console_end: socket.socket | None,
     process: spec.Process,
     seccomp_filter: Any,

@@ -7,29 +7,33 @@
           ──`start`──▶ credentials, capabilities, seccomp, execve
 
 Two forks because unshare(CLONE_NEWPID) only moves the *children* of the caller into the new PID namespace.
-The init tells the runtime it is ready and blocks in accept(2) on a unix socket in the container's state
-directory, bound before pivot_root; `start` connects and the init executes the program. The connection is
-close-on-exec, so `start` reads end-of-file when the exec succeeded and the reason when anything failed.
+The init tells the runtime it is ready and blocks in open(2) of the FIFO in the container's state directory
+(reached through a descriptor of that directory, which outlives pivot_root) until `start` opens it for
+reading; then it executes the program. Its end is close-on-exec, so `start` reads end-of-file when the exec
+succeeded and the reason when anything failed.
 
 This code runs in forked children of the runtime: it never returns into the runtime's code (os._exit), and it
-imports nothing the runtime has not imported already, except seccomp and hooks when config.json asks.
+imports nothing the runtime has not imported already, except hooks and the pty module when config.json asks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import marshal
 import os
-import socket
-from typing import TYPE_CHECKING, NoReturn
 
 from isola.container.oci import rootfs, sync
-from isola.container.oci.spec import Process, Spec
+from isola.container.oci.state import EXEC_FIFO
 from isola.errors import InvalidSpecError, NotFoundError
-from isola.host import caps, libc, namespaces, pty
+from isola.host import caps, libc, namespaces
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
+    from typing import NoReturn
+
     from isola.cgroups.group import Group
+    from isola.container.oci.spec import Process, Spec
     from isola.host.seccomp_filter import Filter
 
 _CLOSE_RANGE_CLOEXEC = 1 << 2
@@ -41,8 +45,8 @@ class Context:
     def __init__(
         self,
         spec: Spec,
-        channel: socket.socket,
-        listener: socket.socket,
+        channel: sync.Channel,
+        state_dir: int,
         console: socket.socket | None,
         group: Group,
         no_pivot: bool,
@@ -52,11 +56,22 @@ class Context:
         self.spec = spec
         self.seccomp = seccomp
         self.channel = channel
-        self.listener = listener
+        self.state_dir = state_dir  # an O_PATH descriptor of the container's state directory
         self.console = console
         self.group = group
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
+
+
+def preload(spec: Spec) -> None:
+    """Import now what the init may need after pivot_root, where the container's root has no isola to import:
+    the terminal's modules, the hooks runner, the traceback module of ISOLA_DEBUG's error reports."""
+    if spec.process is not None and spec.process.terminal:
+        from isola.container.oci import console  # noqa: F401
+    if spec.hooks:
+        from isola.container.oci import hooks  # noqa: F401
+    if os.environ.get("ISOLA_DEBUG"):
+        import traceback  # noqa: F401
 
 
 def stage1(ctx: Context) -> NoReturn:
@@ -64,6 +79,7 @@ def stage1(ctx: Context) -> NoReturn:
     code = 1
     try:
         sync.receive(ctx.channel, "go")
+        preload(ctx.spec)
         # Into the cgroups first: while still host root (a new user namespace's root may not write them), and
         # before the cgroup namespace takes its root from here.
         ctx.group.join_self()
@@ -98,7 +114,7 @@ def stage1(ctx: Context) -> NoReturn:
 
 def init(ctx: Context) -> NoReturn:
     """Second child, the container's init: everything config.json asks for, then wait for `start`."""
-    conn = None
+    fifo = -1
     try:
         sync.receive(ctx.channel, "continue")  # stage 1 has told the runtime our pid: the channel is ours now
         spec = ctx.spec
@@ -139,23 +155,34 @@ def init(ctx: Context) -> NoReturn:
         program = lookup(process.args[0], env)
         sync.send(ctx.channel, "ready")
         ctx.channel.close()
-        conn, _ = ctx.listener.accept()
-        ctx.listener.close()
-        state = json.loads(conn.recv(sync.MAX_MESSAGE))  # `start` sends the state for the startContainer hooks
+        fifo = os.open(EXEC_FIFO, os.O_WRONLY | os.O_CLOEXEC, dir_fd=ctx.state_dir)  # until `start` opens it
         if spec.hooks.get("startContainer"):
-            from isola.container.oci import hooks
+            import json
 
+            from isola.container.oci import hooks
+            from isola.container.oci.state import Record, oci_state
+
+            with open(os.open("state.json", os.O_RDONLY | os.O_CLOEXEC, dir_fd=ctx.state_dir), "rb") as f:
+                record = Record.from_json(json.loads(f.read()))
+            state = oci_state(record, "created", spec.raw["ociVersion"])
             hooks.run_all(spec.hooks["startContainer"], state, "startContainer")
+        os.close(ctx.state_dir)
         become(process, ctx.seccomp)
         os.execve(program, list(process.args), env)
     except BaseException as exc:
-        sync.send_error(conn if conn is not None else ctx.channel, exc)
+        if fifo >= 0:
+            with contextlib.suppress(OSError):
+                os.write(fifo, marshal.dumps(sync.error_message(exc)))
+        else:
+            sync.send_error(ctx.channel, exc)
     os._exit(1)
 
 
 def terminal(console_socket: socket.socket, process: Process, *, console_device: bool) -> None:
     """A pty from the container's own devpts: the master goes to the console socket, the slave becomes the
     controlling terminal and stdio (and, for the container's first process, /dev/console)."""
+    from isola.host import pty  # loaded by `preload`, with the console module
+
     master, slave, name = pty.open_pty("/dev/ptmx")
     if process.console_size is not None:
         pty.set_size(slave, *process.console_size)

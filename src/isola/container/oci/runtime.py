@@ -3,25 +3,28 @@ their arguments and printing their result.
 
 The runtime process never outlives a command. `create` forks the container's first processes (isola.container.
 oci.init), answers their requests, records the result in the state directory and exits, leaving the container's
-init blocked on the start socket; every later command finds the container again through that record.
+init blocked on the start FIFO; every later command finds the container again through that record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import marshal
 import os
 import signal
-import socket
 import time
-from typing import Any, NamedTuple
 
 from isola.cgroups import hierarchies
 from isola.cgroups.group import Group
 from isola.container.oci import init, spec, sync
-from isola.container.oci.state import SYNC_SOCKET, Record, Store, check_id, oci_state, process_start, rfc3339
+from isola.container.oci.state import EXEC_FIFO, Record, Store, check_id, oci_state, process_start, rfc3339
 from isola.errors import ConflictError, EngineError, InvalidSpecError, UsageError
 from isola.host import libc
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
+    from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -42,12 +45,6 @@ _DEFAULT_DEVICE_RULES = (
 def subreaper() -> None:
     """Orphans below this process (the container's init, once stage 1 exits) become its children."""
     libc.call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-
-
-def _short(path: str) -> tuple[int, str]:
-    """A unix socket path of at most 108 bytes for a file in any directory: /proc/self/fd/N/NAME."""
-    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_CLOEXEC)
-    return fd, f"/proc/self/fd/{fd}/{os.path.basename(path)}"
 
 
 def write_pid_file(path: str, pid: int) -> None:
@@ -77,9 +74,14 @@ def _device_rules(s: spec.Spec) -> list[dict[str, Any]]:
     return rules
 
 
-class Created(NamedTuple):
-    record: Record
-    group: Group
+class Created:
+    """What `create` made: the record it stored and the container's cgroup."""
+
+    __slots__ = ("group", "record")
+
+    def __init__(self, record: Record, group: Group) -> None:
+        self.record = record
+        self.group = group
 
 
 class Runtime:
@@ -97,6 +99,10 @@ class Runtime:
     def group(self, record: Record) -> Group:
         return Group(self.layout, record.cgroups)
 
+    def load(self, bundle: str) -> spec.Spec:
+        """The bundle's config.json, validated; the schema check is remembered under --root."""
+        return spec.load(bundle, os.path.join(self.store.root, "validated"))
+
     # --- create -------------------------------------------------------------------------------------
 
     def create(
@@ -109,11 +115,13 @@ class Runtime:
         console_end: socket.socket | None = None,
         no_pivot: bool = False,
         preserve_fds: int = 0,
+        loaded: spec.Spec | None = None,
     ) -> Created:
-        """Set the container up and leave its init waiting for `start`. On any failure nothing is left: no
-        process, no cgroup, no state directory."""
+        """Set the container up and leave its init waiting for `start` (`loaded` is the bundle's spec, if the
+        caller has read it already). On any failure nothing is left: no process, no cgroup, no state
+        directory."""
         check_id(container_id)
-        s = spec.load(bundle)
+        s = loaded or self.load(bundle)
         process = s.process
         if process is None:
             raise InvalidSpecError("is required to create a container", field="process")
@@ -125,14 +133,15 @@ class Runtime:
         state_dir = self.store.reserve(container_id)
         children: list[int] = []
         made_group = False
-        listener = channel = child_end = console = None
+        channel = child_end = None
+        console = None
         dir_fd = -1
         try:
             console = console_end or (connect_console(console_socket) if console_socket else None)
-            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-            dir_fd, short = _short(os.path.join(state_dir, SYNC_SOCKET))
-            listener.bind(short)
-            listener.listen(1)
+            fifo = os.path.join(state_dir, EXEC_FIFO)
+            os.mkfifo(fifo, 0o622)
+            os.chmod(fifo, 0o622)  # writable by the init even as another user (the umask would clear it)
+            dir_fd = os.open(state_dir, os.O_PATH | os.O_CLOEXEC)
             group.create()
             made_group = True
             resources = dict(s.resources)
@@ -145,7 +154,7 @@ class Runtime:
 
                 seccomp_filter = seccomp.build(s.seccomp)  # compiled here, loaded by the init before execve
             channel, child_end = sync.pair()
-            ctx = init.Context(s, child_end, listener, console, group, no_pivot, preserve_fds, seccomp_filter)
+            ctx = init.Context(s, child_end, dir_fd, console, group, no_pivot, preserve_fds, seccomp_filter)
             stage1 = os.fork()
             if stage1 == 0:
                 channel.close()
@@ -200,9 +209,9 @@ class Runtime:
             _remove_dir(state_dir)
             raise
         finally:
-            for sock in (listener, channel, console):
-                if sock is not None:
-                    sock.close()
+            for end in (channel, child_end, console):
+                if end is not None:
+                    end.close()
             if dir_fd >= 0:
                 os.close(dir_fd)
 
@@ -237,26 +246,14 @@ class Runtime:
             status = self.status(record)
             if status != "created":
                 raise ConflictError(f"cannot start a container that is {status}")
-            path = os.path.join(self.store.dir(container_id), SYNC_SOCKET)
-            state = oci_state(record, "created", record.config.get("ociVersion", spec.OCI_VERSION))
-            dir_fd, short = _short(path)
-            try:
-                with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
-                    sock.connect(short)
-                    sock.send(json.dumps(state).encode())
-                    os.unlink(path)
-                    sync.wait_exec(sock)
-            except OSError as exc:
-                raise EngineError(f"cannot reach the container's init: {exc.strerror}") from None
-            finally:
-                os.close(dir_fd)
+            _release(self.store.dir(container_id), record.pid)
             record.started = True
             self.store.write(record)
         poststart = spec.parse_hooks(record.config).get("poststart")
         if poststart:
             from isola.container.oci import hooks
 
-            state["status"] = "running"
+            state = oci_state(record, "running", record.config.get("ociVersion", spec.OCI_VERSION))
             hooks.run_all_warn(poststart, state, "poststart")
         return record
 
@@ -342,6 +339,46 @@ class Runtime:
         return self.group(record).pids()
 
 
+def _release(state_dir: str, pid: int) -> None:
+    """Let the created init run its program, and report why if it could not. The init waits in open(2) of
+    the state directory's FIFO for a reader; it writes the reason it failed there, and the FIFO closes without
+    a word when its execve succeeds (close-on-exec). A pidfd of the init is watched beside the FIFO, so an
+    init that dies without a word cannot leave `start` waiting."""
+    import select
+
+    path = os.path.join(state_dir, EXEC_FIFO)
+    try:
+        fifo = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise EngineError("the container's init is not waiting to start (its start FIFO is gone)") from None
+    try:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pidfd = -1
+        poller = select.poll()
+        poller.register(fifo, select.POLLIN)
+        if pidfd >= 0:
+            poller.register(pidfd, select.POLLIN)
+        while True:
+            events = dict(poller.poll())
+            if fifo in events or pidfd in events:
+                break
+        if pidfd >= 0:
+            os.close(pidfd)
+        os.unlink(path)  # only now: the init may not have opened it yet when `start` comes
+        os.set_blocking(fifo, True)
+        data = b""
+        while chunk := os.read(fifo, 65536):
+            data += chunk
+        if data:
+            sync.raise_error(marshal.loads(data))
+        if fifo not in events:
+            raise EngineError("the container's init died before it could run the program")
+    finally:
+        os.close(fifo)
+
+
 def connect_console(path: str) -> socket.socket:
     from isola.container.oci import console
 
@@ -373,10 +410,12 @@ def run(
     """create + start; in the foreground, also wait for the container, forwarding signals to it (and its
     terminal to ours), then delete it, and return its exit status as a shell would (128+N for signal N)."""
     console_end = ours = None
-    s = spec.load(bundle)
+    s = runtime.load(bundle)
     if s.process is not None and s.process.terminal and console_socket is None:
         if detach:
             raise UsageError("process.terminal is true and --detach was given: give --console-socket")
+        import socket
+
         ours, console_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     if not detach:
         subreaper()
@@ -388,6 +427,7 @@ def run(
         console_end=console_end,
         no_pivot=no_pivot,
         preserve_fds=preserve_fds,
+        loaded=s,
     )
     pid = created.record.pid
     try:

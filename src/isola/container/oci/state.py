@@ -12,14 +12,17 @@ import json
 import os
 import re
 import time
-from typing import Any
 
 from isola.errors import ConflictError, InvalidSpecError, NotFoundError, PermissionDeniedError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing, which costs ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
+
 DEFAULT_ROOT = "/run/isola-oci"
 STATE_FILE = "state.json"
-SYNC_SOCKET = "start.sock"
-"""The unix socket the created init listens on; `start` connects to it to let the init exec."""
+EXEC_FIFO = "exec.fifo"
+"""The FIFO the created init waits to open for writing; `start` opens it for reading to let the init exec."""
 
 _ID = re.compile(r"^[\w+.-]+$")
 

@@ -85,5 +85,3 @@ def serve(
 def _restore(handlers: Mapping[signal.Signals, Any]) -> None:
     for signum, handler in handlers.items():
         signal.signal(signum, handler)
-
-
