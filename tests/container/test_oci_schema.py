@@ -42,8 +42,8 @@ def _jsonschema_available() -> None:
     probe = subprocess.run([SYSTEM_PYTHON, "-c", "import jsonschema"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip("Debian's python3-jsonschema is not installed (Makefile APT_PACKAGES)")
-    if not Path(schema.SCHEMA_DIR, "config-schema.json").exists():
-        pytest.skip(f"the runtime-spec schemas are not installed ({schema.PACKAGE})")
+    if not Path(spec.SCHEMA_DIR, "config-schema.json").exists():
+        pytest.skip(f"the runtime-spec schemas are not installed ({spec.SCHEMA_PACKAGE})")
 
 
 def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -107,7 +107,7 @@ def test_same_verdicts_as_jsonschema() -> None:
     _jsonschema_available()
     docs = _mutants()
     judged = subprocess.run(
-        [SYSTEM_PYTHON, "-c", JUDGE, schema.SCHEMA_DIR],
+        [SYSTEM_PYTHON, "-c", JUDGE, spec.SCHEMA_DIR],
         input=json.dumps(docs),
         text=True,
         capture_output=True,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from isola.vmm.kvm import ioctls, system
+from isola.vmm.kvm import DEV_KVM, ioctls, system
 
 ISOLA = [sys.executable, "-m", "isola.cli"]
 
@@ -68,7 +68,7 @@ def test_namespaces_are_really_tried(report):
 
 
 def test_kvm_api_version_by_a_real_ioctl():
-    if not system.DEV_KVM.exists():
+    if not DEV_KVM.exists():
         pytest.skip("no /dev/kvm on this host")
     info = system.probe()
     assert info.usable, info.problem

@@ -65,6 +65,7 @@ def instance() -> None:
 @click.option("--label", "-l", multiple=True, metavar="KEY=VALUE")
 @click.option("--affinity", multiple=True, metavar="KEY=VALUE", help="Place next to an instance with this label.")
 @click.option("--anti-affinity", multiple=True, metavar="KEY=VALUE", help="Avoid hosts with such an instance.")
+@click.option("--network", multiple=True, metavar="NAME", help="Attach to this network of the tenant (metal).")
 @click.option("--tenant", default=None, help="Whose instance (an admin must say).")
 @click.option("--start", is_flag=True, help="Start it at once.")
 @click.argument("command", nargs=-1)
@@ -81,6 +82,7 @@ def create_cmd(
     label: tuple[str, ...],
     affinity: tuple[str, ...],
     anti_affinity: tuple[str, ...],
+    network: tuple[str, ...],
     tenant: str | None,
     start: bool,
     command: tuple[str, ...],
@@ -98,6 +100,7 @@ def create_cmd(
         "labels": _pairs(label, "--label"),
         "affinity": list(affinity),
         "anti_affinity": list(anti_affinity),
+        "networks": list(network),
         "tenant": tenant,
         "start": start,
     }

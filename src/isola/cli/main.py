@@ -53,6 +53,7 @@ def main() -> None:
 def _register() -> None:
     # Imported here, after `cli` exists, so each noun's module stays independent of this one.
     from isola.cli.assets import assets
+    from isola.cli.compare import compare
     from isola.cli.container import container
     from isola.cli.daemon import daemon
     from isola.cli.doctor import doctor
@@ -60,6 +61,7 @@ def _register() -> None:
     from isola.cli.initramfs import initramfs
     from isola.cli.instance import instance
     from isola.cli.metal import metal
+    from isola.cli.network import network
     from isola.cli.schedule import host, schedule
     from isola.cli.tenant import tenant
     from isola.cli.tour import tour
@@ -69,6 +71,9 @@ def _register() -> None:
         cli.add_command(command)
     cli.add_command(container)
     cli.add_command(image)
+    cli.add_command(network)
+    cli.add_command(network, name="net")
+    cli.add_command(compare)
 
 
 _register()

@@ -173,6 +173,24 @@ class Client:
         result: dict[str, Any] = self.call("POST", f"/v1/leases/{ref}/release")
         return result
 
+    # -- networks ------------------------------------------------------------------------------------------
+
+    def create_network(self, name: str, subnet: str | None = None, tenant: str | None = None) -> dict[str, Any]:
+        body = {"name": name, "subnet": subnet, "tenant": tenant}
+        result: dict[str, Any] = self.call("POST", "/v1/networks", body=body)
+        return result
+
+    def networks(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.call("GET", "/v1/networks")
+        return result
+
+    def network(self, ref: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("GET", f"/v1/networks/{ref}")
+        return result
+
+    def delete_network(self, ref: str) -> None:
+        self.call("DELETE", f"/v1/networks/{ref}")
+
     # -- hosts, scheduler ----------------------------------------------------------------------------------
 
     def hosts(self) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from isola.engine import (
@@ -34,6 +34,7 @@ from isola.engine import (
 from isola.errors import ConflictError, InvalidSpecError, NotFoundError, UnsupportedError
 from isola.platform import hosts as host_views
 from isola.platform.access import Caller
+from isola.platform.networks import Networks
 from isola.platform.quotas import Delta, check
 from isola.platform.records import Instance, Tenant
 from isola.platform.repos import Repos
@@ -74,6 +75,7 @@ class Instances:
         self.repos = repos
         self.engines = engines
         self.policy = policy
+        self.networks = Networks(repos)
 
     # -- reading -----------------------------------------------------------------------------------------------
 
@@ -112,8 +114,11 @@ class Instances:
     def create(self, caller: Caller, wanted: CreateRequest) -> Instance:
         spec = wanted.spec
         engine = self.engines(spec.kind.value)  # a kind without an engine is refused before anything is stored
+        if spec.networks and spec.kind is not Kind.METAL:
+            raise InvalidSpecError(f"a {spec.kind.value} instance attaches to no network yet", field="networks")
         with self.repos.store.transaction() as conn:
             tenant = self._owner(caller, wanted.tenant)
+            networks = [self.networks.get(Caller(tenant.id), name) for name in spec.networks]
             res = spec.resources
             check(
                 tenant,
@@ -139,8 +144,11 @@ class Instances:
                 )
             )
         try:
-            status = engine.create(instance.id, spec)
+            # The engine starts the guest in the namespaces the platform wired to the networks (as CNI does).
+            joined = tuple(self.networks.attach(instance.id, network) for network in networks)
+            status = engine.create(instance.id, replace(spec, networks=joined))
         except BaseException:
+            self.networks.detach(instance.id)
             self.repos.instances.delete(instance.id)
             raise
         return self.repos.instances.update(instance.id, engine_id=instance.id, state=status.state.value)
@@ -200,6 +208,7 @@ class Instances:
         if instance.engine_id is not None:
             with contextlib.suppress(NotFoundError):
                 engine.delete(instance.engine_id, force=force)
+        self.networks.detach(instance.id)
         self.repos.instances.delete(instance.id)
 
     def resize(self, caller: Caller, ref: str, resources: Resources) -> Instance:

@@ -5,16 +5,19 @@ scheduler then places only that tenant's instances there), `cleaning` from relea
 verified empty of the tenant, then `released` (kept as history) — or `clean-failed`, which keeps the host
 out of the shared pool until an admin releases it again and cleaning succeeds. Never silently shared.
 
-Cleaning here deletes every instance the tenant has on the host, through its engine, with force, and
-verifies that none is left. (Volumes, tenant cgroups and files of `metal` instances join it when the metal
-engine and volumes land.)
+Cleaning here deletes every instance the tenant has on the host, through its engine, with force, then asks
+each engine that can (`Cleans`: the metal engine) to verify that nothing of those instances is left — no
+process, no cgroup, no file — and to remove what is; finally it checks that no instance of the tenant is
+recorded on the host. (Volumes join it when they land.)
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from isola.errors import ConflictError, InvalidSpecError, IsolaError, NotFoundError
 from isola.platform.access import Caller
@@ -25,6 +28,14 @@ from isola.platform.repos import Repos
 
 BLOCKING = ("active", "cleaning", "clean-failed")
 """Lease states that keep a host from the shared pool."""
+
+
+@runtime_checkable
+class Cleans(Protocol):
+    """An engine that can verify, after its instances were deleted, that nothing of them is left on the host,
+    removing what is; it answers what it could not remove, by instance id."""
+
+    def clean(self, instance_ids: Sequence[str]) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -100,14 +111,24 @@ class Leases:
         return self.repos.leases.update(lease.id, state=state), cleaning
 
     def clean(self, lease: Lease) -> Cleaning:
-        """Delete the tenant's instances on the host, then check that none is left."""
+        """Delete the tenant's instances on the host, have their engines verify nothing of them is left, then
+        check that none is recorded."""
         result = Cleaning()
+        deleted: dict[str, builtins.list[str]] = {}
         for instance in self.repos.instances.list(host_id=lease.host_id, tenant_id=lease.tenant_id):
             try:
                 self.instances.finish_delete(instance, self.instances.engines(instance.kind), force=True)
                 result.deleted.append(instance.id)
+                deleted.setdefault(instance.kind, []).append(instance.engine_id or instance.id)
             except IsolaError as err:
                 result.failures[instance.id] = err.message
+        for kind, engine_ids in deleted.items():
+            engine = self.instances.engines(kind)
+            if isinstance(engine, Cleans):
+                try:
+                    result.failures.update(engine.clean(engine_ids))
+                except IsolaError as err:
+                    result.failures.update(dict.fromkeys(engine_ids, err.message))
         for instance in self.repos.instances.list(host_id=lease.host_id, tenant_id=lease.tenant_id):
             result.failures.setdefault(instance.id, "still recorded on the host after cleaning")
         return result

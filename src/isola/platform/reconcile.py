@@ -41,6 +41,7 @@ def reconcile(instances: Instances) -> Report:
                 try:
                     status = engine.state(instance.id)
                 except NotFoundError:
+                    instances.networks.detach(instance.id)
                     repos.instances.delete(instance.id)
                     report.undone_creates.append(instance.id)
                 else:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import select
 import shutil
 import signal
 import subprocess
@@ -32,34 +30,32 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from isola import errors, paths
+from isola import paths
 from isola.assets import manifest
 from isola.engine import ExecResult, InstanceSpec, Kind, Resources, State, Stats, Status, VmMode
 from isola.errors import (
     ConflictError,
     EngineError,
     InvalidSpecError,
-    IsolaError,
     NotFoundError,
     UnsupportedError,
     UsageError,
 )
 from isola.host import procfs, unix_socket
+from isola.monitor import readiness
+from isola.monitor.directory import EXIT, INSTANCE, MONITOR, check_id
 from isola.vmm import config, launch
-from isola.vmm.instance_dir import EXIT, INSTANCE, MONITOR, InstanceDir
+from isola.vmm.instance_dir import InstanceDir
 from isola.vmm.process_child import ProcessConfig
 
 DEFAULT_STATE_ROOT = Path("/run/isola/vm")
 STATE_ROOT_VARIABLE = "ISOLA_VM_STATE"
 """Overrides the directory that holds one state directory per instance (tests use a temporary one)."""
-START_SECONDS = 30.0
-"""How long `start` waits for the monitor to report that the VM runs."""
 END_SECONDS = 10.0
 """How long a SIGKILLed VM may take to be recorded as ended."""
 ABANDONED_SECONDS = 60.0
 """A half-made state directory this old belongs to a create that was killed; the next create removes it."""
 
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SPEC_FIELDS = {
     "program": "command[0]",
     "args": "command",
@@ -90,7 +86,7 @@ class VmEngine:
 
     def create(self, instance_id: str, spec: InstanceSpec) -> Status:
         """Validate `spec` and record the instance; nothing runs until `start`. A failed create leaves nothing."""
-        _check_id(instance_id)
+        check_id(instance_id)
         spec.validate()
         if spec.kind is not Kind.VM:
             raise InvalidSpecError(f"the vm engine runs kind vm, not {spec.kind.value}", field="kind")
@@ -170,7 +166,7 @@ class VmEngine:
             record["mode"] = record["spec"]["mode"]
             directory.write(INSTANCE, record)
             directory.remove(MONITOR, EXIT)
-            _spawn_monitor(directory)
+            readiness.spawn(directory, "isola.vmm.monitor", "the VM")
         return self.state(instance_id)
 
     def state(self, instance_id: str) -> Status:
@@ -181,13 +177,13 @@ class VmEngine:
         running = directory.read(MONITOR)
         if running is None:
             return Status(instance_id, State.CREATED)
-        monitor = _identity(running["monitor"])
+        monitor = readiness.identity_from(running["monitor"])
         if monitor is not None and procfs.running(monitor):
             return Status(instance_id, State.RUNNING, monitor_pid=monitor.pid)
         ended = directory.read(EXIT)  # the monitor may have recorded the end just before it exited
         if ended is not None:
             return Status(instance_id, State.STOPPED, exit_code=ended["exit_code"], detail=ended["detail"])
-        launcher = _identity(running["launcher"])
+        launcher = readiness.identity_from(running["launcher"])
         if launcher is not None and procfs.running(launcher):
             detail = f"its monitor died; the VM (isola-vmm pid {launcher.pid}) still runs: kill or delete with force"
         else:
@@ -206,7 +202,7 @@ class VmEngine:
         if not self._alive(directory):
             return status
         running = directory.read(MONITOR) or {}
-        vm, launcher = _identity(running.get("vm")), _identity(running.get("launcher"))
+        vm, launcher = readiness.identity_from(running.get("vm")), readiness.identity_from(running.get("launcher"))
         if vm is not None and procfs.running(vm) and procfs.catches(vm.pid, signal.SIGTERM):
             _signal(vm, signal.SIGTERM)
         elif launcher is not None:
@@ -229,7 +225,7 @@ class VmEngine:
             self._kill_all(directory)
             return
         running = directory.read(MONITOR) or {}
-        vm, launcher = _identity(running.get("vm")), _identity(running.get("launcher"))
+        vm, launcher = readiness.identity_from(running.get("vm")), readiness.identity_from(running.get("launcher"))
         target = vm if vm is not None and _record(directory)["mode"] == VmMode.PROCESS else launcher
         if target is None or not _signal(target, signal):
             raise ConflictError(f"instance {instance_id} is not running")
@@ -284,7 +280,7 @@ class VmEngine:
         if ended is not None:
             return Stats(cpu_ns=ended["cpu_ns"])
         running = directory.read(MONITOR)
-        launcher = _identity(running["launcher"]) if running else None
+        launcher = readiness.identity_from(running["launcher"]) if running else None
         if launcher is None or not procfs.exists(launcher):
             return Stats()
         members = procfs.tree(launcher.pid)
@@ -323,7 +319,7 @@ class VmEngine:
     # -- the instance's processes ----------------------------------------------------------------------------
 
     def _dir(self, instance_id: str) -> InstanceDir:
-        _check_id(instance_id)
+        check_id(instance_id)
         directory = InstanceDir(self.state_root / instance_id)
         if not (directory.path / INSTANCE).is_file():
             raise NotFoundError(f"there is no vm instance {instance_id}")
@@ -334,14 +330,13 @@ class VmEngine:
         running = directory.read(MONITOR)
         if running is None:
             return False
-        return any(
-            who is not None and procfs.running(who) for who in map(_identity, (running["monitor"], running["launcher"]))
-        )
+        members = (running["monitor"], running["launcher"])
+        return any(who is not None and procfs.running(who) for who in map(readiness.identity_from, members))
 
     def _kill_all(self, directory: InstanceDir) -> None:
         """SIGKILL the launcher's process group and the VM; the monitor then records the end."""
         running = directory.read(MONITOR) or {}
-        launcher, vm = _identity(running.get("launcher")), _identity(running.get("vm"))
+        launcher, vm = readiness.identity_from(running.get("launcher")), readiness.identity_from(running.get("vm"))
         if launcher is not None and procfs.exists(launcher):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(launcher.pid, _SIGKILL)
@@ -360,11 +355,6 @@ class VmEngine:
 
 
 _SIGKILL = int(signal.SIGKILL)
-
-
-def _check_id(instance_id: str) -> None:
-    if not isinstance(instance_id, str) or not _ID.fullmatch(instance_id):
-        raise UsageError(f"{instance_id!r}: an instance id is 1-128 letters, digits, '-', '_' or '.'")
 
 
 def unix_socket_room(path: Path) -> None:
@@ -450,62 +440,6 @@ def _kernel_argv(directory: InstanceDir) -> list[str]:
         "--console-sock",
         str(directory.console),
     ]
-
-
-def _spawn_monitor(directory: InstanceDir) -> None:
-    """Start the instance's monitor (detached: it forks again and its first process ends at once) and wait for
-    its report: the VM runs, or why it could not start."""
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        with open(directory.monitor_log, "ab") as log:
-            first = subprocess.Popen(
-                [sys.executable, "-m", "isola.vmm.monitor", str(directory.path), str(ready_w)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=(ready_w,),
-                start_new_session=True,
-                cwd="/",
-            )
-        os.close(ready_w)
-        ready_w = -1
-        report = _read_report(ready_r, START_SECONDS)
-        first.wait()
-    finally:
-        os.close(ready_r)
-        if ready_w >= 0:
-            os.close(ready_w)
-    if report.get("ok"):
-        return
-    if "error" in report:
-        cls = getattr(errors, str(report["error"]), EngineError)
-        if not (isinstance(cls, type) and issubclass(cls, IsolaError)):
-            cls = EngineError
-        raise cls(str(report["message"]), hint=report.get("hint"))
-    tail = directory.monitor_log.read_text(errors="replace").strip().splitlines()[-3:]
-    raise EngineError(f"the monitor of {directory.path.name} did not start the VM: {' / '.join(tail) or 'no report'}")
-
-
-def _read_report(fd: int, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    data = b""
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            return {}
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    try:
-        report = json.loads(data.split(b"\n")[0] or b"{}")
-    except ValueError:
-        return {}
-    return report if isinstance(report, dict) else {}
-
-
-def _identity(doc: Mapping[str, int] | None) -> procfs.Identity | None:
-    return None if doc is None else procfs.Identity(doc["pid"], doc["start_ticks"])
 
 
 def _signal(who: procfs.Identity, signum: int) -> bool:

@@ -15,8 +15,6 @@ SIGTERM to the monitor is passed on as a stop to the launcher; the monitor stays
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 import sys
@@ -24,13 +22,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import BinaryIO
 
 from isola.errors import EngineError, IsolaError
 from isola.host import procfs
+from isola.monitor import readiness, relay
+from isola.monitor.directory import EXIT, INSTANCE, MONITOR
 from isola.vmm.console_socket import ConsoleServer
-from isola.vmm.instance_dir import EXIT, INSTANCE, MONITOR, InstanceDir
-from isola.vmm.process_child import ProcessChild, Sink
+from isola.vmm.instance_dir import InstanceDir
+from isola.vmm.process_child import ProcessChild
 
 KERNEL_CONSOLE_SECONDS = 60.0
 """How long a kernel-mode isola-vmm may take to serve its console socket (Python's start-up, a slow host)."""
@@ -42,22 +41,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m isola.vmm.monitor STATE_DIR READY_FD", file=sys.stderr)
         return 64
     directory, ready = InstanceDir(Path(args[0])), int(args[1])
-    if os.fork():
-        os._exit(0)  # the engine waits for this first child; the monitor is the grandchild, orphaned on purpose
-    os.chdir("/")
+    readiness.detach()  # the engine waits for the first child; the monitor is the grandchild, orphaned on purpose
     return monitor(directory, ready)
 
 
 def monitor(directory: InstanceDir, ready: int) -> int:
     record = directory.read(INSTANCE)
     if record is None:
-        return _refuse(ready, EngineError(f"{directory.path}: no instance record"))
+        return readiness.refuse(ready, EngineError(f"{directory.path}: no instance record"))
     log = open(directory.console_log, "ab", buffering=0)  # noqa: SIM115 - open until the VM ends
     console: ConsoleServer | None = None
     try:
         if record["mode"] == "process":
             console = ConsoleServer(directory.console)
-            child = ProcessChild(record["argv"], output=_tee(log, console))
+            child = ProcessChild(record["argv"], output=relay.tee(log, console))
             console.connect_input(child.feed)
             vm = child.wait_started()
         else:
@@ -67,7 +64,7 @@ def monitor(directory: InstanceDir, ready: int) -> int:
     except IsolaError as err:
         if console is not None:
             console.close()
-        return _refuse(ready, err)
+        return readiness.refuse(ready, err)
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         child.stop()
@@ -77,13 +74,13 @@ def monitor(directory: InstanceDir, ready: int) -> int:
     directory.write(
         MONITOR,
         {
-            "monitor": _as_json(procfs.identity(os.getpid())),
-            "launcher": _as_json(child.identity),
-            "vm": _as_json(vm),
+            "monitor": readiness.identity_json(procfs.identity(os.getpid())),
+            "launcher": readiness.identity_json(child.identity),
+            "vm": readiness.identity_json(vm),
             "started_at": time.time(),
         },
     )
-    _report(ready, {"ok": True})
+    readiness.ready(ready)
     ended = child.wait()
     directory.write(
         EXIT,
@@ -95,15 +92,6 @@ def monitor(directory: InstanceDir, ready: int) -> int:
     return 0
 
 
-def _tee(log: BinaryIO, console: ConsoleServer) -> Sink:
-    def output(data: bytes) -> None:
-        console.output(data)
-        with contextlib.suppress(OSError):  # a full disk loses log lines, not the guest
-            log.write(data)
-
-    return output
-
-
 def _wait_for_socket(path: Path, child: ProcessChild) -> None:
     deadline = time.monotonic() + KERNEL_CONSOLE_SECONDS
     while not path.exists():
@@ -113,21 +101,6 @@ def _wait_for_socket(path: Path, child: ProcessChild) -> None:
             child.kill()
             raise EngineError(f"isola-vmm did not serve its console on {path} within {KERNEL_CONSOLE_SECONDS:.0f} s")
         time.sleep(0.02)
-
-
-def _as_json(who: procfs.Identity | None) -> dict[str, int] | None:
-    return None if who is None else {"pid": who.pid, "start_ticks": who.start_ticks}
-
-
-def _report(ready: int, message: dict[str, object]) -> None:
-    with contextlib.suppress(OSError):  # the engine gave up waiting: the records say the rest
-        os.write(ready, (json.dumps(message) + "\n").encode())
-    os.close(ready)
-
-
-def _refuse(ready: int, err: IsolaError) -> int:
-    _report(ready, {"error": type(err).__name__, "message": err.message, "hint": err.hint})
-    return 1
 
 
 if __name__ == "__main__":

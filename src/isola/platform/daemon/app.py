@@ -14,12 +14,12 @@ from fastapi.telemetry import TelemetryConfig
 
 from isola import __version__
 from isola.platform.daemon import errors, models
-from isola.platform.daemon.routes import console, hosts, instances, leases, system, tenants
+from isola.platform.daemon.routes import console, hosts, instances, leases, networks, system, tenants
 from isola.platform.service import Platform
 
 DESCRIPTION = """\
-isolad: tenants, quotas, instances on every rung (emulated, vm, container, metal), hosts, the scheduler and
-bare-metal leases.
+isolad: tenants, quotas, instances on every rung (emulated, vm, container, metal), hosts, the scheduler,
+bare-metal leases and isolated tenant networks.
 HTTP/1.1 + JSON on a unix socket (root is the admin; `Authorization: Bearer <token>` acts as a tenant) and,
 optionally, TCP (a tenant token is required). A tenant sees only its own things: another tenant's are 404.
 Every error is `{"error", "type", "field", "hint"}` with the status `isola.errors` maps its type to.
@@ -61,7 +61,7 @@ def create_app(platform: Platform | None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (system, tenants, instances, console, hosts, leases):
+    for module in (system, tenants, instances, console, hosts, leases, networks):
         app.include_router(module.router)
     return app
 
