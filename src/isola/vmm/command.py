@@ -4,6 +4,8 @@ ACPI and virtio (~25 ms of imports) out of a process VM's start-up."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 
@@ -11,7 +13,13 @@ def entry() -> None:
     if sys.argv[1:2] == ["run"]:
         from isola.vmm.process import cli
 
-        sys.exit(cli.main(sys.argv[2:]))
+        status = cli.main(sys.argv[2:])
+        # Leave without the interpreter's teardown (~10 ms of freeing modules one object at a time): the VM
+        # has ended, its output is written and the temporary root removed; only Python's buffers remain.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(status)
     from isola.vmm import launch
 
     sys.exit(launch.main())

@@ -14,10 +14,11 @@ Tightening a page (unmap, mprotect to less) must drop translations the guest may
 from __future__ import annotations
 
 import mmap
+from array import array
 
 from isola.emu.memory import FlatMemory
 from isola.host.mapping import Pin, protect
-from isola.linux.guest import PAGE_SHIFT, PROT_EXEC, PROT_READ, PROT_WRITE
+from isola.linux.guest import PAGE_SHIFT, PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE
 from isola.vmm.process.paging import PageTables, leaf
 
 
@@ -34,6 +35,15 @@ class ProcessMemory(FlatMemory):
         self._ptes[page] = leaf(
             page << PAGE_SHIFT, bool(prot & PROT_READ), bool(prot & PROT_WRITE), bool(prot & PROT_EXEC)
         )
+
+    def _set_prot_pages(self, pages: range, prot: int) -> None:
+        super()._set_prot_pages(pages, prot)
+        flags = leaf(0, bool(prot & PROT_READ), bool(prot & PROT_WRITE), bool(prot & PROT_EXEC))
+        if flags:  # the PTE of page p is (p << 12) | flags: an arithmetic progression
+            ptes = array("Q", range(pages.start << PAGE_SHIFT | flags, pages.stop << PAGE_SHIFT | flags, PAGE_SIZE))
+        else:
+            ptes = array("Q", bytes(8 * len(pages)))
+        self._ptes[pages.start : pages.stop] = ptes
 
     def unmap(self, addr: int, length: int) -> None:
         super().unmap(addr, length)
