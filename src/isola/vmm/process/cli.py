@@ -20,16 +20,13 @@ happened). Interrupting isola-vmm (SIGINT, SIGTERM, SIGHUP) kills the whole VM.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from isola.errors import IsolaError, NotFoundError, UsageError, exit_code
 from isola.host import confine, libc
@@ -45,23 +42,86 @@ _IMPORTED_BEFORE_CHROOT = (
 )
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="isola-vmm run", description=__doc__.splitlines()[0])
-    p.add_argument("--process", action="store_true", required=True, help="a process VM (the only kind `run` starts)")
-    p.add_argument("--root", metavar="DIR", help="the program's / (default: a fresh directory with the program)")
-    p.add_argument("--memory", type=int, default=1024, metavar="MIB", help="guest memory in MiB (1024)")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="VAR=VAL", help="set a variable")
-    p.add_argument("--strace", action="store_true", help="print each system call, like strace (no fast paths)")
-    p.add_argument("--stats", action="store_true", help="print exit counts when the program ends")
-    p.add_argument("--no-fastpath", action="store_true", help="every system call exits (no in-guest reads/batching)")
-    p.add_argument("--max-processes", type=int, default=256, metavar="N", help="processes alive at once (256)")
-    p.add_argument("program", help="the program: a path inside --root, else a host path")
-    p.add_argument("args", nargs=argparse.REMAINDER, help="its arguments")
-    return p
+USAGE = (
+    "usage: isola-vmm run --process [--root DIR] [--memory MIB] [-e VAR=VAL]... [--strace] [--stats]\n"
+    "                     [--no-fastpath] [--max-processes N] [--] PROGRAM [ARGS...]"
+)
+OPTIONS = """
+  --process            a process VM (the only kind `run` starts)
+  --root DIR           the program's / (default: a fresh directory with the program)
+  --memory MIB         guest memory in MiB (1024)
+  -e, --env VAR=VAL    set a variable (the environment is exactly these)
+  --strace             print each system call, like strace (no fast paths)
+  --stats              print exit counts and the syscall entry when the program ends
+  --no-fastpath        every system call exits (no in-guest reads, no batched writes)
+  --max-processes N    processes alive at once (256)
+  PROGRAM [ARGS...]    a path inside --root, else a host path; everything after it is the program's
+"""
+_FLAGS = {"--process": "process", "--strace": "strace", "--stats": "stats", "--no-fastpath": "no_fastpath"}
+_VALUED = {"--root": "root", "--memory": "memory", "-e": "env", "--env": "env", "--max-processes": "max_processes"}
+_INTEGERS = ("memory", "max_processes")
+
+
+class Arguments(NamedTuple):
+    root: str | None
+    memory: int
+    env: list[str]
+    strace: bool
+    stats: bool
+    no_fastpath: bool
+    max_processes: int
+    program: str
+    args: list[str]
+
+
+def parse(argv: Sequence[str]) -> Arguments:
+    """Options as argparse would take them (a value as the next word or after `=`), then PROGRAM, after which
+    every word is the program's. Hand-written because argparse and the `re` it needs are ~6 ms of a ~50 ms
+    launch; UsageError names what is wrong."""
+    values: dict[str, Any] = {"root": None, "memory": 1024, "env": [], "max_processes": 256}
+    values.update(dict.fromkeys(_FLAGS.values(), False))
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        word = argv[i]
+        i += 1
+        if word == "--":
+            break
+        if word in ("-h", "--help"):
+            sys.stdout.write(f"{USAGE}\n\n{__doc__.splitlines()[0]}\n{OPTIONS}")
+            sys.exit(0)
+        name, eq, value = word.partition("=") if word.startswith("--") else (word[:2], word[2:] and "=", word[2:])
+        if name in _FLAGS and not eq:
+            values[_FLAGS[name]] = True
+            continue
+        if name not in _VALUED:
+            raise UsageError(f"unrecognized option {word}")
+        if not eq:
+            if i == len(argv):
+                raise UsageError(f"{name} expects a value")
+            value, i = argv[i], i + 1
+        key = _VALUED[name]
+        if key in _INTEGERS:
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise UsageError(f"{name}: {value!r} is not a whole number") from None
+        elif key == "env":
+            values["env"].append(value)
+        else:
+            values[key] = value
+    if not values.pop("process"):
+        raise UsageError("--process is required: a process VM is the only kind `run` starts")
+    if i == len(argv):
+        raise UsageError("PROGRAM is required")
+    return Arguments(program=argv[i], args=list(argv[i + 1 :]), **values)
 
 
 def main(argv: Sequence[str]) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parse(argv)
+    except UsageError as exc:
+        print(f"{USAGE}\nisola-vmm run: error: {exc.message}", file=sys.stderr)
+        return 2
     try:
         for item in args.env:
             if "=" not in item:
@@ -75,6 +135,8 @@ def main(argv: Sequence[str]) -> int:
         return _monitor(args, root, program)
     finally:
         if temporary:
+            import shutil
+
             shutil.rmtree(root, ignore_errors=True)
 
 
@@ -87,12 +149,15 @@ def _root_and_program(root_arg: str | None, program: str) -> tuple[Path, str, bo
     source = Path(program)
     if not source.is_file():
         raise NotFoundError(f"{program}: no such file")
+    import shutil  # here, not at the top: a run with --root (the usual case) needs neither
+    import tempfile
+
     root = Path(tempfile.mkdtemp(prefix="isola-process-"))
     shutil.copy2(source, root / source.name)
     return root, "/" + source.name, True
 
 
-def _monitor(args: argparse.Namespace, root: Path, program: str) -> int:
+def _monitor(args: Arguments, root: Path, program: str) -> int:
     """Fork the VM into a new PID namespace and wait for it, relaying an interruption as SIGKILL: the
     program is its namespace's init, which the kernel shields from signals it has no handler for."""
     from isola.vmm.kvm.vm import Kvm
@@ -125,7 +190,7 @@ def _monitor(args: argparse.Namespace, root: Path, program: str) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def _run_vm(args: argparse.Namespace, kvm: object, root: Path, program: str) -> NoReturn:
+def _run_vm(args: Arguments, kvm: object, root: Path, program: str) -> NoReturn:
     """PID 1 of the new namespace: confine, load, run, and end with the program's status."""
     from isola.linux.kernel import GuestKilled
     from isola.linux.signals import end_by_signal
