@@ -71,7 +71,8 @@ def _run(argv: Callable[[], list[str]], marker: str) -> tuple[str, float | None]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     wall = time.perf_counter() - t0
     if result.returncode != 0:
-        return f"failed ({result.returncode}): {result.stderr.strip()[:200]}", wall
+        last = (result.stderr.strip().splitlines() or [""])[-1]  # a traceback's last line says what went wrong
+        return f"failed ({result.returncode}): {last[:200]}", wall
     shown = [line.strip() for line in result.stdout.splitlines() if marker in line]
     return (shown[-1] if shown else result.stdout.strip()[-200:]), wall
 
