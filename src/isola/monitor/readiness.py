@@ -20,9 +20,10 @@ import time
 from typing import Any
 
 from isola import errors
+from isola.engine import State, Status
 from isola.errors import EngineError, IsolaError
 from isola.host import procfs
-from isola.monitor.directory import InstanceDir
+from isola.monitor.directory import EXIT, MONITOR, InstanceDir
 
 START_SECONDS = 30.0
 """How long `spawn` waits for the monitor to report that the guest runs."""
@@ -118,3 +119,21 @@ def identity_json(who: procfs.Identity | None) -> dict[str, int] | None:
 def identity_from(doc: dict[str, int] | None) -> procfs.Identity | None:
     """An identity from monitor.json."""
     return None if doc is None else procfs.Identity(doc["pid"], doc["start_ticks"])
+
+
+def recorded_status(instance_id: str, directory: InstanceDir) -> Status | None:
+    """What the directory and /proc say about the guest: STOPPED (with how it ended), CREATED, RUNNING; None
+    when its monitor died without recording an end (the engine knows what else may still run)."""
+    ended = directory.read(EXIT)
+    if ended is not None:
+        return Status(instance_id, State.STOPPED, exit_code=ended["exit_code"], detail=ended["detail"])
+    running = directory.read(MONITOR)
+    if running is None:
+        return Status(instance_id, State.CREATED)
+    monitor = identity_from(running["monitor"])
+    if monitor is not None and procfs.running(monitor):
+        return Status(instance_id, State.RUNNING, monitor_pid=monitor.pid)
+    ended = directory.read(EXIT)  # the monitor may have recorded the end just before it exited
+    if ended is not None:
+        return Status(instance_id, State.STOPPED, exit_code=ended["exit_code"], detail=ended["detail"])
+    return None

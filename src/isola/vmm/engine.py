@@ -171,19 +171,11 @@ class VmEngine:
 
     def state(self, instance_id: str) -> Status:
         directory = self._dir(instance_id)
-        ended = directory.read(EXIT)
-        if ended is not None:
-            return Status(instance_id, State.STOPPED, exit_code=ended["exit_code"], detail=ended["detail"])
-        running = directory.read(MONITOR)
-        if running is None:
-            return Status(instance_id, State.CREATED)
-        monitor = readiness.identity_from(running["monitor"])
-        if monitor is not None and procfs.running(monitor):
-            return Status(instance_id, State.RUNNING, monitor_pid=monitor.pid)
-        ended = directory.read(EXIT)  # the monitor may have recorded the end just before it exited
-        if ended is not None:
-            return Status(instance_id, State.STOPPED, exit_code=ended["exit_code"], detail=ended["detail"])
-        launcher = readiness.identity_from(running["launcher"])
+        known = readiness.recorded_status(instance_id, directory)
+        if known is not None:
+            return known
+        running = directory.read(MONITOR) or {}
+        launcher = readiness.identity_from(running.get("launcher"))
         if launcher is not None and procfs.running(launcher):
             detail = f"its monitor died; the VM (isola-vmm pid {launcher.pid}) still runs: kill or delete with force"
         else:
