@@ -421,3 +421,45 @@ def test_a_pipe_sees_batched_output_while_the_program_computes() -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()
+
+
+def test_the_vm_process_holds_no_capability_and_cannot_regain_one(tmp_path: Path) -> None:
+    """Seen from the host: the VM's own process (PID 1 of its namespace, a child of the launcher) has empty
+    effective, permitted, inheritable, ambient and bounding sets and no_new_privs; and from inside, root's
+    mknod is refused while plain file writes (uid 0 keeps its files) work."""
+    bb = busybox()
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2(bb, root / "bin" / "busybox")
+    proc = subprocess.Popen(
+        vm_command("/bin/busybox", ["sh", "-c", "mknod /dev-null c 1 3; echo mknod $?; echo x > /made; echo "
+                                    "write $?; sleep 30"], root=root),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        said = b""
+        while b"write" not in said and proc.poll() is None:
+            said += os.read(proc.stdout.fileno(), 4096)
+        assert said.startswith(b"mknod 1\nwrite 0"), said
+        statuses = {}
+        deadline = time.monotonic() + 30
+        while not statuses and time.monotonic() < deadline:
+            for pid in session_members(proc.pid):
+                with contextlib.suppress(OSError):
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    if "\nNSpid:\t" in status and len(status.split("\nNSpid:\t")[1].split("\n")[0].split()) > 1:
+                        statuses[pid] = status  # a process inside the VM's PID namespace
+        assert statuses, "no process of the VM found"
+        for status in statuses.values():
+            fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+            for name in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+                assert int(fields[name], 16) == 0, (name, fields[name])
+            assert fields["NoNewPrivs"].strip() == "1"
+        assert (root / "made").read_text() == "x\n" and not (root / "dev-null").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        assert proc.stderr is not None
+        proc.stderr.close()
