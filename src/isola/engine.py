@@ -181,6 +181,7 @@ class KeepsLog(Protocol):
 # Where each rung's engine lives, as "module:attribute"; an engine issue adds its line when it lands.
 ENGINES: dict[Kind, str] = {
     Kind.VM: "isola.vmm.engine:VmEngine",
+    Kind.CONTAINER: "isola.container.engine:ContainerEngine",
     Kind.METAL: "isola.metal.engine:MetalEngine",
 }
 

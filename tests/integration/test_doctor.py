@@ -95,6 +95,10 @@ def test_tour_runs_the_rungs_that_exist_and_is_honest_about_the_rest():
         assert (r["engine"] is not None) == built
         if not built:
             assert r["tour"] == "no engine yet" and r["output"] is None
+    container = next(r for r in rows if r["kind"] == "container")
+    if container["host"] != "unusable" and not container["tour"].startswith("needs assets"):
+        assert container["tour"] == "ran", container  # the busybox image is built first when the store lacks it
+        assert container["output"] == "in a container, PID 1: 10 9 8"
     emulated = next(r for r in rows if r["kind"] == "emulated")
     if emulated["tour"].startswith("needs assets"):
         pytest.skip("riscv64 assets not cached")

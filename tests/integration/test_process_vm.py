@@ -442,7 +442,7 @@ def test_the_vm_process_holds_no_capability_and_cannot_regain_one(tmp_path: Path
         while b"write" not in said and proc.poll() is None:
             said += os.read(proc.stdout.fileno(), 4096)
         assert said.startswith(b"mknod 1\nwrite 0"), said
-        statuses = {}
+        statuses: dict[int, str] = {}
         deadline = time.monotonic() + 30
         while not statuses and time.monotonic() < deadline:
             for pid in session_members(proc.pid):

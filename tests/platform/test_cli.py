@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from isola.cli.metal import _left
 from isola.host import unix_socket
 from isola.platform.client import Client
 from tests.platform.conftest import cleanup, short_root, wait_for
@@ -125,3 +127,14 @@ def test_metal_lease_and_release_from_the_cli(cli: Cli) -> None:
     released = json.loads(cli("metal", "release", host, "--json").stdout)
     assert released["lease"]["state"] == "released" and released["failures"] == {}
     assert [x["state"] for x in json.loads(cli("metal", "ls", "--json").stdout)] == ["released"]
+    events = json.loads(cli("events", "--json").stdout)
+    assert [e["kind"] for e in events] == ["lease.active", "lease.cleaning", "lease.released"]
+    assert json.loads(cli("events", "--json", "--since", str(events[1]["id"])).stdout) == events[2:]
+    assert "lease.released" in cli("events").stdout
+
+
+def test_metal_ls_shows_the_time_a_lease_has_left() -> None:
+    soon = (datetime.now(UTC) + timedelta(hours=2, seconds=30)).isoformat()
+    assert _left({"state": "active", "ends_at": soon}) in ("2:00:30", "2:00:29")
+    assert _left({"state": "active", "ends_at": "2001-01-01T00:00:00Z"}) == "0s"
+    assert _left({"state": "released", "ends_at": soon}) == _left({"state": "active", "ends_at": None}) == ""

@@ -102,8 +102,8 @@ def test_bad_requests_answer_with_the_field_and_the_right_status(daemon: Daemon,
             answer = raw.post("/v1/instances", json=body, headers=auth)
             assert (answer.status_code, answer.json()["field"]) == (status, field), (body, answer.json())
         assert raw.post("/v1/instances", content=b"{", headers=auth).status_code == 422
-        unsupported = raw.post("/v1/instances", json={"name": "c", "kind": "container"}, headers=auth)
-        assert unsupported.status_code == 501 and "no container engine" in unsupported.json()["error"]
+        unsupported = raw.post("/v1/instances", json={"name": "e", "kind": "emulated"}, headers=auth)
+        assert unsupported.status_code == 501 and "no emulated engine" in unsupported.json()["error"]
         kernel = raw.post(
             "/v1/instances", json={"name": "k", "kind": "vm", "mode": "kernel", "image": "/x"}, headers=auth
         )

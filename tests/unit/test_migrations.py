@@ -128,5 +128,6 @@ def test_real_schema_migrates_from_empty(tmp_path: Path) -> None:
             "network_attachments",
             "volumes",
             "leases",
+            "events",
         }
         assert all(ours.values()), ours

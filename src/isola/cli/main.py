@@ -57,6 +57,7 @@ def _register() -> None:
     from isola.cli.container import container
     from isola.cli.daemon import daemon
     from isola.cli.doctor import doctor
+    from isola.cli.events import events
     from isola.cli.image import image
     from isola.cli.initramfs import initramfs
     from isola.cli.instance import instance
@@ -74,6 +75,7 @@ def _register() -> None:
     cli.add_command(network)
     cli.add_command(network, name="net")
     cli.add_command(compare)
+    cli.add_command(events)
 
 
 _register()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
@@ -13,8 +13,16 @@ from isola.cli.output import emit, json_option, stdout, table
 
 def _render(leases: list[dict[str, Any]]) -> None:
     rows = [[x["id"][:12], x["host_id"][:12], x["tenant_id"][:12], x["state"], str(x["starts_at"]),
-             str(x["ends_at"] or ""), str(x["released_at"] or "")] for x in leases]  # fmt: skip
-    stdout.print(table(None, ["lease", "host", "tenant", "state", "since", "until", "released"], rows))
+             str(x["ends_at"] or ""), _left(x), str(x["released_at"] or "")] for x in leases]  # fmt: skip
+    stdout.print(table(None, ["lease", "host", "tenant", "state", "since", "until", "left", "released"], rows))
+
+
+def _left(lease: dict[str, Any]) -> str:
+    """The time an active lease with an end has left, to the second (`0s` once due: the daemon releases it)."""
+    if lease["state"] != "active" or not lease["ends_at"]:
+        return ""
+    seconds = int((datetime.fromisoformat(lease["ends_at"]) - datetime.now(UTC)).total_seconds())
+    return str(timedelta(seconds=seconds)) if seconds > 0 else "0s"
 
 
 @click.group()
@@ -26,13 +34,16 @@ def metal() -> None:
 @click.argument("host")
 @click.option("--tenant", required=True, help="Who gets the host (id or name).")
 @click.option("--until", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]), default=None,
-              help="When it ends (UTC unless an offset is given); recorded, not yet enforced.")  # fmt: skip
+              help="When it ends (local time unless an offset is given); then it is released and cleaned.")  # fmt: skip
+@click.option("--drain", is_flag=True,
+              help="Move other tenants' instances to other hosts (all of them, or nothing happens).")  # fmt: skip
 @json_option
-def lease_cmd(host: str, tenant: str, until: datetime | None, as_json: bool) -> None:
-    """Lease HOST to a tenant: from now on only its instances are placed there."""
+def lease_cmd(host: str, tenant: str, until: datetime | None, drain: bool, as_json: bool) -> None:
+    """Lease HOST to a tenant: from now on only its instances are placed there. Refused while other tenants'
+    instances run on it, unless --drain."""
     when = None if until is None else (until if until.tzinfo else until.astimezone()).isoformat()
     with connect.client() as c:
-        emit(c.lease(host, tenant, when), lambda d: _render([d]), as_json)
+        emit(c.lease(host, tenant, when, drain=drain), lambda d: _render([d]), as_json)
 
 
 @metal.command("release")

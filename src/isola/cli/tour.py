@@ -53,12 +53,28 @@ def _vm_process() -> list[str]:
     return [sys.executable, "-m", "isola.vmm.command", "run", "--process", "--", str(busybox), "sh", "-c", script]
 
 
+def _container() -> list[str]:
+    """`isola container run` of busybox, building the image from the cached asset first if the store lacks it
+    (a missing asset is NotFoundError: the rung needs assets)."""
+    from isola.container.images.build import busybox_image
+    from isola.container.images.store import ImageStore
+
+    images = ImageStore()
+    try:
+        images.get("busybox")
+    except NotFoundError:
+        images.add(busybox_image(), ["busybox:latest"])
+    script = "echo in a container, PID $$: $(seq 1 10 | sort -rn | head -n 3)"
+    return [sys.executable, "-m", "isola.cli", "container", "run", "--rm", "busybox", "sh", "-c", script]
+
+
 # (kind, mode) -> (the engine's command, a function giving the workload's argv, the marker of the output line
 # to show). A rung appears here when its engine lands.
 WORKLOADS: dict[tuple[str, str | None], tuple[str, Callable[[], list[str]], str]] = {
     ("emulated", None): ("isola-emu", _emulated, "riscv64:"),
     ("vm", "kernel"): ("isola-vmm", _vm_kernel, "hello from a VM"),
     ("vm", "process"): ("isola-vmm run --process", _vm_process, "at CPL 3"),
+    ("container", None): ("isola container run", _container, "in a container"),
 }
 
 

@@ -9,6 +9,7 @@ speaks over unix sockets too).
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -60,23 +61,30 @@ class Client:
 
     def call(self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
         """One request; the decoded JSON answer (None for 204), or the daemon's error raised here."""
+        response = self._send(method, path, body, params)
+        if response.status_code == 204:
+            return None
+        doc = _decoded(response)
+        if response.is_success:
+            return doc
+        raise error_from(response.status_code, doc)
+
+    def call_lines(self, path: str, params: Mapping[str, Any] | None = None) -> list[Any]:
+        """A GET answered with JSON lines: one decoded value per line."""
+        response = self._send("GET", path, None, params)
+        if not response.is_success:
+            raise error_from(response.status_code, _decoded(response))
+        return [json.loads(line) for line in response.text.splitlines() if line]
+
+    def _send(self, method: str, path: str, body: Any, params: Mapping[str, Any] | None) -> httpx.Response:
         try:
-            response = self._http.request(method, path, json=body, params=params)
+            return self._http.request(method, path, json=body, params=params)
         except httpx.TransportError as err:  # not running, died mid-request, timed out
             where = self.socket or self.base_url
             raise errors.UnsupportedError(
                 f"isolad did not answer at {where}: {err or type(err).__name__}",
                 hint="is it running? `isola daemon status`; its log: $ISOLA_HOME/isolad.log",
             ) from None
-        if response.status_code == 204:
-            return None
-        try:
-            doc = response.json()
-        except ValueError:
-            doc = {"error": response.text or response.reason_phrase}
-        if response.is_success:
-            return doc
-        raise error_from(response.status_code, doc)
 
     # -- system, tenants -----------------------------------------------------------------------------------
 
@@ -157,8 +165,9 @@ class Client:
 
     # -- leases --------------------------------------------------------------------------------------------
 
-    def lease(self, host: str, tenant: str, until: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.call("POST", "/v1/leases", body={"host": host, "tenant": tenant, "until": until})
+    def lease(self, host: str, tenant: str, until: str | None = None, *, drain: bool = False) -> dict[str, Any]:
+        body = {"host": host, "tenant": tenant, "until": until, "drain": drain}
+        result: dict[str, Any] = self.call("POST", "/v1/leases", body=body)
         return result
 
     def leases(self) -> list[dict[str, Any]]:
@@ -191,6 +200,12 @@ class Client:
     def delete_network(self, ref: str) -> None:
         self.call("DELETE", f"/v1/networks/{ref}")
 
+    # -- events --------------------------------------------------------------------------------------------
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        """The caller's instance and lease events with an id above `since`, oldest first."""
+        return self.call_lines("/v1/events", {"since": since})
+
     # -- hosts, scheduler ----------------------------------------------------------------------------------
 
     def hosts(self) -> list[dict[str, Any]]:
@@ -200,6 +215,13 @@ class Client:
     def schedule(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.call("POST", "/v1/schedule", body=dict(spec))
         return result
+
+
+def _decoded(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return {"error": response.text or response.reason_phrase}
 
 
 def error_from(status: int, doc: Any) -> errors.IsolaError:

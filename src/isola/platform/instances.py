@@ -31,7 +31,7 @@ from isola.engine import (
     Status,
     engine_for,
 )
-from isola.errors import ConflictError, InvalidSpecError, NotFoundError, UnsupportedError
+from isola.errors import ConflictError, InvalidSpecError, IsolaError, NotFoundError, UnsupportedError
 from isola.platform import hosts as host_views
 from isola.platform.access import Caller
 from isola.platform.networks import Networks
@@ -210,6 +210,22 @@ class Instances:
                 engine.delete(instance.engine_id, force=force)
         self.networks.detach(instance.id)
         self.repos.instances.delete(instance.id)
+
+    def recreate(self, before: Instance) -> Instance:
+        """Re-create a guest from its record, after its row was moved to another host in state `creating`: the old
+        guest is deleted, a new one created from the stored spec, and started if `before` was running. A failure
+        leaves the instance `failed`, which the tenant can delete."""
+        engine = self.engines(before.kind)
+        try:
+            if before.engine_id is not None:
+                with contextlib.suppress(NotFoundError):
+                    engine.delete(before.engine_id, force=True)
+            status = engine.create(before.id, InstanceSpec.from_dict(dict(before.spec)))
+            if before.state == "running":
+                status = engine.start(before.id)
+        except IsolaError:  # the engine id is recorded either way: deleting a guest it does not know is no error
+            return self.repos.instances.update(before.id, engine_id=before.id, state="failed")
+        return self.repos.instances.update(before.id, engine_id=before.id, state=status.state.value)
 
     def resize(self, caller: Caller, ref: str, resources: Resources) -> Instance:
         """Quota and the host's room are checked and the new size recorded in one transaction; if the engine

@@ -8,23 +8,33 @@ out of the shared pool until an admin releases it again and cleaning succeeds. N
 Cleaning here deletes every instance the tenant has on the host, through its engine, with force, then asks
 each engine that can (`Cleans`: the metal engine) to verify that nothing of those instances is left — no
 process, no cgroup, no file — and to remove what is; finally it checks that no instance of the tenant is
-recorded on the host. (Volumes join it when they land.)
+recorded on the host. (Volumes join it when they land.) A lease with an end is released, cleaning included,
+by `expire`, which the daemon runs at start and every few seconds.
+
+A host where other tenants' instances run is leased only with `drain`: each of them is placed by the scheduler
+on another host, all in the transaction that grants the lease — if one cannot go anywhere, nothing changes —
+and then re-created there from its record (started again if it ran). Re-creating goes through this daemon's
+engines, as every create does: the platform does not yet drive engines on other hosts.
 """
 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from isola.errors import ConflictError, InvalidSpecError, IsolaError, NotFoundError
-from isola.platform.access import Caller
+from isola.platform import hosts as host_views
+from isola.platform.access import ADMIN, Caller
 from isola.platform.instances import Instances
 from isola.platform.quotas import Delta, check
-from isola.platform.records import Host, Lease, utcnow
+from isola.platform.records import Host, Instance, Lease, Tenant, utcnow
 from isola.platform.repos import Repos
+from isola.platform.scheduler.model import HostView, Request
+from isola.platform.scheduler.scheduler import place
 
 BLOCKING = ("active", "cleaning", "clean-failed")
 """Lease states that keep a host from the shared pool."""
@@ -51,31 +61,77 @@ class Leases:
         self.repos = repos
         self.instances = instances
 
-    def lease(self, caller: Caller, host_ref: str, tenant_ref: str, until: datetime | None = None) -> Lease:
-        """Give host `host_ref` to tenant `tenant_ref`. Refused while other tenants' instances are on it (they
-        would have to move first) or while it is not back from a previous lease."""
+    def lease(
+        self, caller: Caller, host_ref: str, tenant_ref: str, until: datetime | None = None, *, drain: bool = False
+    ) -> Lease:
+        """Give host `host_ref` to tenant `tenant_ref`. Refused while it is not back from a previous lease, and
+        while other tenants' instances are on it — unless `drain`, which moves them to other hosts (all of them,
+        or the lease is refused and nothing changes)."""
         caller.require_admin("lease hosts")
         if until is not None and until.tzinfo is None:
             until = until.replace(tzinfo=UTC)  # a time without an offset is UTC, as the store keeps it
         if until is not None and until <= utcnow():
             raise InvalidSpecError("must be in the future", field="until")
-        with self.repos.store.transaction() as conn:
+        with self.repos.store.transaction():
             host = self._host(host_ref)
             tenant = self.instances.tenant(caller, tenant_ref)
             blocking = self.repos.leases.list(host_id=host.id, state=BLOCKING)
             if blocking:
                 raise ConflictError(f"host '{host.name}' is not free: lease {blocking[0].id} is {blocking[0].state}")
-            others = conn.execute(
-                "SELECT count(*), count(DISTINCT tenant_id) FROM instances WHERE host_id = ? AND tenant_id != ?",
-                (host.id, tenant.id),
-            ).fetchone()
-            if others[0]:
+            others = [i for i in self.repos.instances.list(host_id=host.id) if i.tenant_id != tenant.id]
+            if others and not drain:
                 raise ConflictError(
-                    f"host '{host.name}' runs {others[0]} instances of {others[1]} other tenants",
-                    hint="they must be deleted or moved first (--drain is not built yet)",
+                    f"host '{host.name}' runs {len(others)} instances of other tenants: {self._names(others)}",
+                    hint="lease with --drain to move them to other hosts, or delete them first",
                 )
             check(tenant, self.repos.tenants.usage(tenant.id), Delta(leases=1))
-            return self.repos.leases.add(Lease(host_id=host.id, tenant_id=tenant.id, ends_at=until))
+            moves = self._plan_moves(host, tenant, others)
+            for instance, target in moves:
+                self.repos.instances.update(instance.id, host_id=target, state="creating", engine_id=None)
+            lease = self.repos.leases.add(Lease(host_id=host.id, tenant_id=tenant.id, ends_at=until))
+        for instance, _ in moves:
+            self.instances.recreate(instance)
+        return lease
+
+    def _plan_moves(
+        self, host: Host, tenant: Tenant, others: builtins.list[Instance]
+    ) -> builtins.list[tuple[Instance, str]]:
+        """Where the scheduler puts each of `others` once `host` is the tenant's: (instance, host id) pairs, or a
+        ConflictError naming the first that fits nowhere. Call inside the lease's transaction."""
+        with self.repos.store.snapshot() as conn:
+            views = [
+                dataclasses.replace(v, leased_to=tenant.id) if v.id == host.id else v for v in host_views.views(conn)
+            ]
+        moves = []
+        for instance in others:
+            if instance.state in ("creating", "deleting"):
+                raise ConflictError(
+                    f"cannot drain host '{host.name}': {self._names([instance])} is {instance.state}",
+                    hint="try again in a moment",
+                )
+            if self.repos.attachments.list(instance_id=instance.id):
+                raise ConflictError(
+                    f"cannot drain host '{host.name}': {self._names([instance])} is attached to a network, "
+                    "which cannot move yet"
+                )
+            wanted = Request(
+                instance.tenant_id, instance.kind, instance.mode, instance.vcpus, instance.memory_mib, instance.disk_gib
+            )
+            decision = place(wanted, views, self.instances.policy)
+            if decision.chosen is None:
+                reasons = "; ".join(f"{name}: {why}" for name, why in decision.rejected.items())
+                raise ConflictError(
+                    f"cannot drain host '{host.name}': no other host can take {self._names([instance])} ({reasons})",
+                    hint="nothing was changed",
+                )
+            views = [_placed(v, wanted) if v.name == decision.chosen else v for v in views]
+            moves.append((instance, next(v.id for v in views if v.name == decision.chosen)))
+        return moves
+
+    def _names(self, instances: builtins.list[Instance]) -> str:
+        """`tenant/instance, …`, for messages to the admin."""
+        tenants = {t.id: t.name for t in self.repos.tenants.list(id=tuple({i.tenant_id for i in instances}))}
+        return ", ".join(f"{tenants[i.tenant_id]}/{i.name}" for i in instances)
 
     def list(self, caller: Caller) -> builtins.list[Lease]:
         """The caller's leases, history included (an admin: everyone's)."""
@@ -98,17 +154,31 @@ class Leases:
     def release(self, caller: Caller, ref: str) -> tuple[Lease, Cleaning]:
         """End the lease and clean the host; `clean-failed` (with the reasons) when something is left.
         A tenant may release its own lease; an admin any, and may retry a failed cleaning."""
-        lease = self.get(caller, ref)
-        if lease.state == "released":
-            raise ConflictError(f"lease {lease.id} was released already")
-        if lease.state == "cleaning":
-            raise ConflictError(f"lease {lease.id} is being cleaned")
-        if lease.state == "clean-failed":
-            caller.require_admin("retry cleaning")
-        lease = self.repos.leases.update(lease.id, state="cleaning", released_at=lease.released_at or utcnow())
+        found = self.get(caller, ref)
+        with self.repos.store.transaction():  # re-read under the write lock: expiry may be releasing it now
+            lease = self.repos.leases.get(found.id)
+            if lease.state == "released":
+                raise ConflictError(f"lease {lease.id} was released already")
+            if lease.state == "cleaning":
+                raise ConflictError(f"lease {lease.id} is being cleaned")
+            if lease.state == "clean-failed":
+                caller.require_admin("retry cleaning")
+            lease = self.repos.leases.update(lease.id, state="cleaning", released_at=lease.released_at or utcnow())
         cleaning = self.clean(lease)
         state = "clean-failed" if cleaning.failures else "released"
         return self.repos.leases.update(lease.id, state=state), cleaning
+
+    def expire(self) -> builtins.list[tuple[Lease, Cleaning]]:
+        """Release, with cleaning, every active lease whose end has passed; what each release did."""
+        now = utcnow()
+        done = []
+        for lease in self.repos.leases.list(state="active"):
+            if lease.ends_at is not None and lease.ends_at <= now:
+                try:
+                    done.append(self.release(ADMIN, lease.id))
+                except ConflictError:
+                    continue  # released by someone else meanwhile
+        return done
 
     def clean(self, lease: Lease) -> Cleaning:
         """Delete the tenant's instances on the host, have their engines verify nothing of them is left, then
@@ -138,3 +208,14 @@ class Leases:
         if not found:
             raise NotFoundError(f"host '{ref}' does not exist")
         return found[0]
+
+
+def _placed(view: HostView, request: Request) -> HostView:
+    """`view` with `request` placed on it, so the next placement of a drain sees it."""
+    return dataclasses.replace(
+        view,
+        used_vcpus=view.used_vcpus + request.vcpus,
+        used_memory_mib=view.used_memory_mib + request.memory_mib,
+        used_disk_gib=view.used_disk_gib + request.disk_gib,
+        instances=view.instances + 1,
+    )

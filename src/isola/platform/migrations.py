@@ -149,7 +149,41 @@ ALTER TABLE instances ADD COLUMN labels TEXT NOT NULL DEFAULT '{}'
 CREATE INDEX instances_tenant ON instances(tenant_id);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+# Events: every instance and lease state change, written by triggers in the statement that makes the change (so
+# no code path can change a state without its event, and a rolled-back change leaves none). `id` orders them for
+# `GET /v1/events?since=ID`; a tenant's events go with the tenant. Times have the store's fixed-width format.
+V3 = """
+CREATE TABLE events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    tenant_id   TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,
+    object_id   TEXT NOT NULL
+) STRICT;
+CREATE INDEX events_tenant ON events(tenant_id, id);
+CREATE TRIGGER instances_insert_event AFTER INSERT ON instances BEGIN
+    INSERT INTO events (at, tenant_id, kind, object_id)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00', new.tenant_id, 'instance.' || new.state, new.id);
+END;
+CREATE TRIGGER instances_state_event AFTER UPDATE OF state ON instances WHEN new.state IS NOT old.state BEGIN
+    INSERT INTO events (at, tenant_id, kind, object_id)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00', new.tenant_id, 'instance.' || new.state, new.id);
+END;
+CREATE TRIGGER instances_delete_event AFTER DELETE ON instances BEGIN
+    INSERT INTO events (at, tenant_id, kind, object_id)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00', old.tenant_id, 'instance.deleted', old.id);
+END;
+CREATE TRIGGER leases_insert_event AFTER INSERT ON leases BEGIN
+    INSERT INTO events (at, tenant_id, kind, object_id)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00', new.tenant_id, 'lease.' || new.state, new.id);
+END;
+CREATE TRIGGER leases_state_event AFTER UPDATE OF state ON leases WHEN new.state IS NOT old.state BEGIN
+    INSERT INTO events (at, tenant_id, kind, object_id)
+    VALUES (strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00', new.tenant_id, 'lease.' || new.state, new.id);
+END;
+"""
+
+MIGRATIONS: tuple[str, ...] = (V1, V2, V3)
 
 
 def user_version(conn: sqlite3.Connection) -> int:

@@ -173,6 +173,17 @@ def _mounts(network: str, volumes: list[str]) -> list[dict[str, Any]]:
     ]
 
 
+def limits(memory: int | None, cpus: float | None) -> dict[str, Any]:
+    """The memory and CPU part of `linux.resources`, at create and for `isola-oci update` of a running container
+    alike: memory + swap equal to the limit (no swap beyond it), CPUs as a CFS quota per 100 ms."""
+    found: dict[str, Any] = {}
+    if memory:
+        found["memory"] = {"limit": memory, "swap": memory}
+    if cpus:
+        found["cpu"] = {"quota": int(cpus * CPU_PERIOD), "period": CPU_PERIOD}
+    return found
+
+
 def config(image_config: dict[str, Any], opts: RunOptions, rootfs: Path, container_id: str) -> dict[str, Any]:
     """config.json for a container of this image with these options."""
     cfg = image_config.get("config") or {}
@@ -187,11 +198,7 @@ def config(image_config: dict[str, Any], opts: RunOptions, rootfs: Path, contain
         namespaces.append({"type": "network"})
     elif opts.network != "host":
         raise UsageError(f"--network {opts.network!r}: only none and host are supported")
-    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}]}
-    if opts.memory:
-        resources["memory"] = {"limit": opts.memory, "swap": opts.memory}  # no swap: the limit is the limit
-    if opts.cpus:
-        resources["cpu"] = {"quota": int(opts.cpus * CPU_PERIOD), "period": CPU_PERIOD}
+    resources: dict[str, Any] = {"devices": [{"allow": False, "access": "rwm"}], **limits(opts.memory, opts.cpus)}
     if opts.pids_limit:
         resources["pids"] = {"limit": opts.pids_limit}
     caps = list(profile.CAPABILITIES)

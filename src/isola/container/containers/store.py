@@ -50,6 +50,7 @@ class Container:
     auto_remove: bool = False
     tty: bool = False
     monitor_pid: int = 0
+    error: str = ""  # why it could not start, when it could not (docker's State.Error)
     config: dict[str, Any] = field(default_factory=dict)  # the flags, as docker inspect's HostConfig shows them
 
     @property
@@ -111,6 +112,14 @@ class ContainerStore:
         except (OSError, ValueError, TypeError):
             return None
 
+    def read(self, container_id: str) -> Container:
+        """The container with exactly this id: for callers that hold an id (the engine), which must not fall
+        back to names and prefixes the way `get` does for a person's reference."""
+        container = self._read(self.dir(container_id) / RECORD)
+        if container is None:
+            raise NotFoundError(f"no such container: {container_id}")
+        return container
+
     def get(self, ref: str) -> Container:
         """A container by name, full id or unique id prefix, as docker finds them."""
         containers = self.containers()
@@ -124,10 +133,11 @@ class ContainerStore:
             raise ConflictError(f"container id prefix {ref!r} is ambiguous")
         raise NotFoundError(f"no such container: {ref}")
 
-    def create(self, name: str | None, **fields: Any) -> Container:
-        """Reserve a name and a directory for a new container (under the store lock)."""
+    def create(self, name: str | None, container_id: str | None = None, **fields: Any) -> Container:
+        """Reserve a name and a directory for a new container (under the store lock). `container_id` is for a
+        caller that already has an id for it (the engine: the platform's instance id); else a random one."""
         self.root.mkdir(parents=True, exist_ok=True)
-        container_id = secrets.token_hex(32)
+        container_id = container_id or secrets.token_hex(32)
         with self._lock(self.root / ".lock"):
             if name is None:
                 name = f"isola_{container_id[:8]}"
@@ -135,7 +145,10 @@ class ContainerStore:
                 raise UsageError(f"invalid container name {name!r}: use letters, digits and _.- only")
             if any(c.name == name for c in self.containers()):
                 raise ConflictError(f'the container name "{name}" is already in use', hint="`isola container rm` it")
-            self.dir(container_id).mkdir(mode=0o700)
+            try:
+                self.dir(container_id).mkdir(mode=0o700)
+            except FileExistsError:
+                raise ConflictError(f"container {container_id} exists already") from None
             container = Container(id=container_id, name=name, created=now(), **fields)
             self.write(container)
         return container

@@ -14,12 +14,12 @@ from fastapi.telemetry import TelemetryConfig
 
 from isola import __version__
 from isola.platform.daemon import errors, models
-from isola.platform.daemon.routes import console, hosts, instances, leases, networks, system, tenants
+from isola.platform.daemon.routes import console, events, hosts, instances, leases, networks, system, tenants
 from isola.platform.service import Platform
 
 DESCRIPTION = """\
 isolad: tenants, quotas, instances on every rung (emulated, vm, container, metal), hosts, the scheduler,
-bare-metal leases and isolated tenant networks.
+bare-metal leases, isolated tenant networks, and the events of instances and leases.
 HTTP/1.1 + JSON on a unix socket (root is the admin; `Authorization: Bearer <token>` acts as a tenant) and,
 optionally, TCP (a tenant token is required). A tenant sees only its own things: another tenant's are 404.
 Every error is `{"error", "type", "field", "hint"}` with the status `isola.errors` maps its type to.
@@ -61,18 +61,27 @@ def create_app(platform: Platform | None) -> FastAPI:
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (system, tenants, instances, console, hosts, leases, networks):
+    for module in (system, tenants, instances, console, hosts, leases, networks, events):
         app.include_router(module.router)
     return app
 
 
 def openapi_document() -> dict[str, Any]:
-    """The document as docs/openapi/isolad.json holds it; FastAPI's own 422 schema is replaced by `Error`."""
+    """The document as docs/openapi/isolad.json holds it; FastAPI's own 422 schema is replaced by `Error`, and
+    JSON lines are described by their line's model."""
     app = create_app(None)
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     for path_item in doc.get("paths", {}).values():
         for operation in path_item.values():
             responses = operation.get("responses", {})
+            for status, response in responses.items():
+                # FastAPI files a JSON-lines route's every answer under its media type, typed a string: the
+                # lines are the model; errors are JSON.
+                content = response.get("content", {})
+                if events.JsonLines.media_type in content:
+                    schema = content.pop(events.JsonLines.media_type)["schema"]
+                    schema.pop("type", None)
+                    content[events.JsonLines.media_type if status == "200" else "application/json"] = {"schema": schema}
             if "422" in responses:
                 responses["422"] = {
                     "description": ERRORS[422]["description"],

@@ -187,7 +187,10 @@ class LeaseCreate(Body):
     host: str = Field(description="id or name")
     tenant: str = Field(description="id or name")
     until: datetime | None = Field(
-        default=None, strict=False, description="ISO 8601; when it ends (recorded; expiry is not enforced yet)"
+        default=None, strict=False, description="ISO 8601; when it ends: then it is released, with cleaning"
+    )
+    drain: bool = Field(
+        default=False, description="move other tenants' instances to other hosts (all, or the lease is refused)"
     )
 
 
@@ -207,6 +210,19 @@ class Released(BaseModel):
     lease: LeaseOut
     deleted: list[str]
     failures: dict[str, str]
+
+
+# -- events ----------------------------------------------------------------------------------------------------
+
+
+class EventOut(BaseModel):
+    """One line of `GET /v1/events`: `kind` is `instance.<state>`, `instance.deleted` or `lease.<state>`."""
+
+    id: int
+    at: datetime
+    tenant_id: str
+    kind: str
+    object_id: str
 
 
 # -- hosts and the scheduler -----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ replaced, a live one refused. On the way out the socket file is removed if it is
 not touched: they outlive the daemon, and the next one finds them.
 
 One uvicorn server per listener, each stamping its transport on requests (`auth.Transport`); the daemon
-handles the signals itself and tells both to finish.
+handles the signals itself and tells both to finish. Beside them the lease reaper releases, with cleaning, every
+lease whose end has passed, every `REAP_SECONDS` (and once at start, in `Platform.open`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,13 @@ from isola import errors, paths
 from isola.host import unix_socket
 from isola.platform.daemon.app import create_app
 from isola.platform.daemon.auth import Transport
+from isola.platform.leases import Cleaning
+from isola.platform.records import Lease
 from isola.platform.scheduler.model import Policy, Strategy
 from isola.platform.service import Platform
+
+REAP_SECONDS = 2.0
+log = logging.getLogger("isolad")
 
 
 class _Server(uvicorn.Server):
@@ -65,6 +71,7 @@ def serve(sock_path: Path, store_path: Path, tcp: str | None = None, policy: Pol
         )
         for instance_id, problem in report.problems.items():
             print(f"isolad: reconcile: {instance_id}: {problem}", file=sys.stderr, flush=True)
+        _report_expired(platform.expired)
         sock_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         listeners.append((unix_socket.listen(sock_path, "isolad's socket", backlog=128), "unix"))
         identity = os.stat(sock_path)
@@ -89,7 +96,7 @@ def serve(sock_path: Path, store_path: Path, tcp: str | None = None, policy: Pol
         ]
         print(f"isolad: serving on {sock_path}" + (f" and tcp {tcp}" if tcp else ""), file=sys.stderr, flush=True)
         try:
-            asyncio.run(_run(servers))
+            asyncio.run(_run(servers, platform))
         finally:
             unix_socket.remove_if_ours(sock_path, identity)
     finally:
@@ -98,7 +105,7 @@ def serve(sock_path: Path, store_path: Path, tcp: str | None = None, policy: Pol
         platform.close()
 
 
-async def _run(servers: list[tuple[_Server, socket.socket]]) -> None:
+async def _run(servers: list[tuple[_Server, socket.socket]], platform: Platform) -> None:
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -107,7 +114,27 @@ async def _run(servers: list[tuple[_Server, socket.socket]]) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop)
-    await asyncio.gather(*(server.serve(sockets=[listener]) for server, listener in servers))
+    reaper = asyncio.create_task(_reap(platform))
+    try:
+        await asyncio.gather(*(server.serve(sockets=[listener]) for server, listener in servers))
+    finally:
+        reaper.cancel()  # a release already under way finishes in its thread before asyncio.run returns
+
+
+async def _reap(platform: Platform) -> None:
+    """Release expired leases every REAP_SECONDS; a failure is logged and tried again next time."""
+    while True:
+        await asyncio.sleep(REAP_SECONDS)
+        try:
+            _report_expired(await asyncio.to_thread(platform.leases.expire))
+        except errors.IsolaError as err:
+            log.error("releasing expired leases: %s", err.message)
+
+
+def _report_expired(expired: list[tuple[Lease, Cleaning]]) -> None:
+    for lease, cleaning in expired:
+        failed = "".join(f"; {instance}: {why}" for instance, why in cleaning.failures.items())
+        print(f"isolad: lease {lease.id} expired: {lease.state}{failed}", file=sys.stderr, flush=True)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -25,7 +25,7 @@ def lease_out(lease: Lease) -> models.LeaseOut:
 
 @router.post("/v1/leases", operation_id="createLease", summary="Lease a whole host to one tenant", status_code=201)
 def create_lease(body: models.LeaseCreate, platform: PlatformDep, caller: CallerDep) -> models.LeaseOut:
-    return lease_out(platform.leases.lease(caller, body.host, body.tenant, body.until))
+    return lease_out(platform.leases.lease(caller, body.host, body.tenant, body.until, drain=body.drain))
 
 
 @router.get("/v1/leases", operation_id="listLeases", summary="The caller's leases, history included")
