@@ -79,14 +79,14 @@ READS = {
 SYSCALL_FLOOR_US = 28.5
 SYSCALL_FLOOR = {
     "value_us": SYSCALL_FLOOR_US,
-    "source": "/work/shared/research/measurements.md §7, table 'Results on this machine': C twin "
+    "source": "../shared/research/measurements.md §7, table 'Results on this machine': C twin "
     "(fixtures/pvm-exitcost.c), one run of 50,000 exits: `syscall` → LSTAR stub `out` → KVM_EXIT_IO → back, "
     "no register access (the Python twin: 28.9 µs)",
 }
 QEMU_ANCHOR_MS = 44.0
 QEMU_ANCHOR = {
     "value_ms": QEMU_ANCHOR_MS,
-    "source": "/work/shared/research/measurements.md §2b and 'Key figures': qemu-system-x86_64 -M microvm "
+    "source": "../shared/research/measurements.md §2b and 'Key figures': qemu-system-x86_64 -M microvm "
     "-accel kvm -cpu host,-arch-capabilities, firmware-less tiny guest (-bios), launch→exit wall, median of 3 "
     "(0.042-0.045 s)",
 }
