@@ -21,7 +21,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from isola.metal import enter
 from isola.metal.cgroup import InstanceGroup
 from isola.metal.directory import MetalDir
 from isola.monitor import readiness
-from isola.monitor.directory import EXIT, INSTANCE, MONITOR, check_id
+from isola.monitor.directory import EXIT, INSTANCE, MONITOR, check_id, open_existing
 
 DEFAULT_STATE_ROOT = Path("/run/isola/metal")
 STATE_ROOT_VARIABLE = "ISOLA_METAL_STATE"
@@ -190,13 +189,7 @@ class MetalEngine:
             raise ConflictError(f"instance {instance_id} is not running")
 
     def console(self, instance_id: str) -> str:
-        status = self.state(instance_id)
-        if status.state is not State.RUNNING:
-            raise ConflictError(
-                f"instance {instance_id} is {status.state.value}: its console exists while it runs",
-                hint=f"what it wrote is in {self.log(instance_id)}",
-            )
-        return str(self._dir(instance_id).console)
+        return readiness.console_while_running(instance_id, self.state(instance_id), self._dir(instance_id))
 
     def log(self, instance_id: str) -> Path:
         """Everything the program wrote, kept after it ends."""
@@ -266,10 +259,7 @@ class MetalEngine:
 
     def _dir(self, instance_id: str) -> MetalDir:
         check_id(instance_id)
-        directory = MetalDir(self.state_root / instance_id)
-        if not (directory.path / INSTANCE).is_file():
-            raise NotFoundError(f"there is no metal instance {instance_id}")
-        return directory
+        return open_existing(MetalDir(self.state_root / instance_id), instance_id, "metal")
 
     def _alive(self, directory: MetalDir) -> bool:
         """Whether the monitor runs (the program's processes die with it or are killed when it records the end)."""
@@ -288,12 +278,7 @@ class MetalEngine:
         return False
 
     def _wait_ended(self, directory: MetalDir, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while self._alive(directory):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
+        return readiness.wait_ended(lambda: self._alive(directory), timeout)
 
 
 _SIGKILL = int(signal.SIGKILL)

@@ -26,14 +26,15 @@ import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from isola.errors import UsageError
+from isola.errors import NotFoundError, UsageError
 
 INSTANCE = "instance.json"
 MONITOR = "monitor.json"
 EXIT = "exit.json"
 
+D = TypeVar("D", bound="InstanceDir")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -41,6 +42,13 @@ def check_id(instance_id: str) -> None:
     """UsageError unless `instance_id` can name a directory (and a cgroup) safely: no '/', no '..'."""
     if not isinstance(instance_id, str) or not _ID.fullmatch(instance_id):
         raise UsageError(f"{instance_id!r}: an instance id is 1-128 letters, digits, '-', '_' or '.'")
+
+
+def open_existing(directory: D, instance_id: str, kind: str) -> D:
+    """`directory` of instance `instance_id`, or NotFoundError when no instance of this engine has that id."""
+    if not (directory.path / INSTANCE).is_file():
+        raise NotFoundError(f"there is no {kind} instance {instance_id}")
+    return directory
 
 
 class InstanceDir:

@@ -17,11 +17,12 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from isola import errors
 from isola.engine import State, Status
-from isola.errors import EngineError, IsolaError
+from isola.errors import ConflictError, EngineError, IsolaError
 from isola.host import procfs
 from isola.monitor.directory import EXIT, MONITOR, InstanceDir
 
@@ -137,3 +138,24 @@ def recorded_status(instance_id: str, directory: InstanceDir) -> Status | None:
     if ended is not None:
         return Status(instance_id, State.STOPPED, exit_code=ended["exit_code"], detail=ended["detail"])
     return None
+
+
+def console_while_running(instance_id: str, status: Status, directory: InstanceDir) -> str:
+    """The console socket's path: it exists only while the guest runs; after, its output is in the log."""
+    if status.state is not State.RUNNING:
+        raise ConflictError(
+            f"instance {instance_id} is {status.state.value}: its console exists while it runs",
+            hint=f"what it wrote is in {directory.console_log}",
+        )
+    return str(directory.console)
+
+
+def wait_ended(alive: Callable[[], bool], timeout: float) -> bool:
+    """Wait until `alive()` says none of the instance's processes runs (a monitor outlives its guest by the time
+    it takes to record the end and close the console); whether that happened within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

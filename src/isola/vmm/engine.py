@@ -43,7 +43,7 @@ from isola.errors import (
 )
 from isola.host import procfs, unix_socket
 from isola.monitor import readiness
-from isola.monitor.directory import EXIT, INSTANCE, MONITOR, check_id
+from isola.monitor.directory import EXIT, INSTANCE, MONITOR, check_id, open_existing
 from isola.vmm import config, launch
 from isola.vmm.instance_dir import InstanceDir
 from isola.vmm.process_child import ProcessConfig
@@ -223,13 +223,7 @@ class VmEngine:
             raise ConflictError(f"instance {instance_id} is not running")
 
     def console(self, instance_id: str) -> str:
-        status = self.state(instance_id)
-        if status.state is not State.RUNNING:
-            raise ConflictError(
-                f"instance {instance_id} is {status.state.value}: its console exists while it runs",
-                hint=f"what it wrote is in {self.log(instance_id)}",
-            )
-        return str(self._dir(instance_id).console)
+        return readiness.console_while_running(instance_id, self.state(instance_id), self._dir(instance_id))
 
     def log(self, instance_id: str) -> Path:
         """The console log: all a process VM's program wrote (kept after it ends); a kernel VM's isola-vmm
@@ -312,10 +306,7 @@ class VmEngine:
 
     def _dir(self, instance_id: str) -> InstanceDir:
         check_id(instance_id)
-        directory = InstanceDir(self.state_root / instance_id)
-        if not (directory.path / INSTANCE).is_file():
-            raise NotFoundError(f"there is no vm instance {instance_id}")
-        return directory
+        return open_existing(InstanceDir(self.state_root / instance_id), instance_id, "vm")
 
     def _alive(self, directory: InstanceDir) -> bool:
         """Whether any of the instance's processes runs: its monitor, or a launcher that outlived it."""
@@ -336,14 +327,7 @@ class VmEngine:
             _signal(vm, _SIGKILL)
 
     def _wait_ended(self, directory: InstanceDir, timeout: float) -> bool:
-        """Wait until none of the instance's processes runs (the monitor outlives the VM by the time it takes
-        to record the end and close the console); whether that happened within `timeout`."""
-        deadline = time.monotonic() + timeout
-        while self._alive(directory):
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.02)
-        return True
+        return readiness.wait_ended(lambda: self._alive(directory), timeout)
 
 
 _SIGKILL = int(signal.SIGKILL)

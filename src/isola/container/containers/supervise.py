@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import select
 import signal
@@ -31,7 +30,7 @@ from isola.container.containers.logs import LogWriter, write_all
 from isola.container.containers.store import Container, ContainerStore, now, process_start
 from isola.container.images import rootfs
 from isola.errors import EngineError, IsolaError
-from isola.host import libc
+from isola.host import libc, pty
 
 PR_SET_CHILD_SUBREAPER = 36
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -124,7 +123,7 @@ class Supervisor:
             if self._master >= 0:
                 if self.foreground and os.isatty(1):
                     with contextlib.suppress(OSError):
-                        fcntl.ioctl(self._master, termios.TIOCSWINSZ, fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8))
+                        pty.set_size(self._master, *pty.get_size(1))
                 self._fds = {self._master: "stdout"}
                 if raw:
                     tty.setraw(0)

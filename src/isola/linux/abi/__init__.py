@@ -46,6 +46,12 @@ class FrameRestored(NamedTuple):
     result: int  # the restored return-value register: rt_sigreturn "returns" it so the engine's write is a no-op
 
 
+def syscall_table(text: str) -> dict[int, str]:
+    """`NR name NR name ...` (an ABI's unistd.h, copied as words) as {number: name}."""
+    words = text.split()
+    return {int(n): name for n, name in zip(words[::2], words[1::2], strict=True)}
+
+
 class Abi(ABC, Generic[CpuT]):
     name: str  # "riscv64"
     uname_machine: str  # what uname(2) reports in `machine`

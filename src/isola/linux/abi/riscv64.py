@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING, Any, Protocol
 
-from isola.linux.abi import Abi, FrameRestored, SigAction
+from isola.linux.abi import Abi, FrameRestored, SigAction, syscall_table
 from isola.linux.guest import GuestMemory, SyscallError
 
 if TYPE_CHECKING:
@@ -76,9 +76,7 @@ _SYSCALL_TABLE = """
 445 landlock_add_rule 446 landlock_restrict_self 447 memfd_secret 448 process_mrelease 449 futex_waitv
 450 set_mempolicy_home_node 451 cachestat 452 fchmodat2
 """
-SYSCALLS: dict[int, str] = {
-    int(n): name for n, name in zip(_SYSCALL_TABLE.split()[::2], _SYSCALL_TABLE.split()[1::2], strict=True)
-}
+SYSCALLS = syscall_table(_SYSCALL_TABLE)
 
 # asm-generic `struct stat` (128 bytes): dev, ino, mode:u32, nlink:u32, uid:u32, gid:u32, rdev, __pad1, size,
 # blksize:i32, __pad2:i32, blocks, atime, atime_nsec, mtime, mtime_nsec, ctime, ctime_nsec, __unused4/5:u32.

@@ -27,7 +27,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from isola.linux.abi import Abi, FrameRestored, SigAction
+from isola.linux.abi import Abi, FrameRestored, SigAction, syscall_table
 from isola.linux.guest import GuestFault, GuestMemory, SyscallError
 from isola.linux.kernel import AT_FDCWD, MASK64, s32
 
@@ -129,9 +129,7 @@ _SYSCALL_TABLE = """
 448 process_mrelease 449 futex_waitv 450 set_mempolicy_home_node 451 cachestat 452 fchmodat2
 453 map_shadow_stack
 """
-SYSCALLS: dict[int, str] = {
-    int(n): name for n, name in zip(_SYSCALL_TABLE.split()[::2], _SYSCALL_TABLE.split()[1::2], strict=True)
-}
+SYSCALLS = syscall_table(_SYSCALL_TABLE)
 
 # <asm/stat.h>, x86-64 `struct stat` (144 bytes): dev, ino, nlink (a u64, and before mode, unlike asm-generic),
 # mode:u32, uid:u32, gid:u32, __pad0:u32, rdev, size, blksize, blocks, atime, atime_nsec, mtime, mtime_nsec,
